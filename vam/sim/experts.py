@@ -1,0 +1,107 @@
+"""Scripted experts: a waypoint phase machine per task, in jnp, jit/vmap-able.
+
+Every expert speaks in one embodiment-agnostic language -- where the grasp point should go, the
+yaw of the hand/gripper about world z, and how closed it should be -- and the embodiment turns that
+into its native action (`Embodiment.expert_action`: differential IK for the arms, direct wrist and
+finger targets for the hand). Waypoints are recomputed from the current object poses every step, so
+the experts are closed-loop (they follow a block that slipped or was nudged).
+"""
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from vam.sim import scene
+from vam.sim.geometry import wrap_angle
+
+LIFT = 0.15  # carrying height above the table (m)
+
+
+@struct.dataclass
+class ExpertState:
+  phase: jax.Array  # () int32
+  t: jax.Array  # () int32 control steps spent in the phase
+
+
+def init() -> ExpertState:
+  return ExpertState(phase=jnp.zeros((), jnp.int32), t=jnp.zeros((), jnp.int32))
+
+
+def _yaw_of(quat, symmetric):
+  w, x, y, z = quat
+  yaw = jnp.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+  # Cubes look the same every 90 degrees: grasp at the nearest face pair.
+  return jnp.where(symmetric, wrap_angle(4 * yaw) / 4, 0.0)
+
+
+def _advance(es, done):
+  return ExpertState(phase=jnp.where(done, es.phase + 1, es.phase), t=jnp.where(done, 0, es.t + 1))
+
+
+def act(env, state, es: ExpertState):
+  """One expert step: (action (A,), next ExpertState)."""
+  emb, ep, data = env.embodiment, state.episode, state.data
+  human = emb.kind == "human"
+  g = emb.grasp_point(data)
+  obj, quat = env.object_pose(data, ep.obj)
+  obj2, _ = env.object_pose(data, ep.obj2)
+  half = jnp.asarray(scene.OBJECT_HALF_HEIGHT)[ep.obj]
+  table = ep.table_z
+  up = jnp.array([0.0, 0.0, 1.0])
+  grasp_yaw = _yaw_of(quat, ep.obj != 4)
+  # Arm fingers must stay clear of the table: grasp at least 2.2 cm above it.
+  grasp_at = jnp.where(human, obj, obj.at[2].set(jnp.maximum(obj[2] + 0.008, table + 0.03)))
+  near = lambda wp, tol: jnp.linalg.norm(g - wp) < tol
+
+  # ---- reach ----
+  reach_wp = ep.target_pos
+
+  # ---- pick, carry and release (pick_place and stack) ----
+  clearance = 0.025 if human else 0.012  # the hand's fingers reach below the block it holds
+  place_obj = jnp.where(ep.task == 3, obj2 + up * (jnp.asarray(scene.OBJECT_HALF_HEIGHT)[ep.obj2] + half + clearance),
+                        ep.target_pos + up * (0.006 + half + 0.02))
+  held_offset = g - obj  # keeps the object, not the hand, on the path when it slipped in the grasp
+  above_obj = obj + up * 0.1
+  carry = jnp.concatenate([place_obj[:2] + held_offset[:2], jnp.array([table + LIFT])])
+  lower = place_obj + held_offset
+  # Release in place (the held offset changes as the fingers open), then retreat straight up.
+  pick_wps = jnp.stack([above_obj, grasp_at, grasp_at, g.at[2].set(table + LIFT), carry, lower, g,
+                        g.at[2].set(table + 0.25)])
+  phase = jnp.minimum(es.phase, 7)
+  pick_wp = pick_wps[phase]
+  pick_close = jnp.asarray([0, 0, 1, 1, 1, 1, 0, 0], jnp.float32)[phase]
+  pick_done = jnp.stack([
+      near(above_obj, 0.02) | (es.t > 25),
+      near(grasp_at, 0.012) | (es.t > 20),
+      es.t >= (6 if human else 4),
+      (g[2] > table + LIFT - 0.02) | (es.t > 15),
+      (jnp.linalg.norm(g[:2] - carry[:2]) < 0.015) | (es.t > 30),
+      near(lower, 0.012) | (es.t > 20),
+      es.t >= 4,
+      False,
+  ])[phase]
+  pick_yaw = jnp.where(phase <= 2, grasp_yaw, grasp_yaw)
+
+  # ---- push: re-aim behind the block along the block->zone line every step ----
+  to_zone = ep.target_pos[:2] - obj[:2]
+  dist = jnp.linalg.norm(to_zone)
+  u = jnp.append(to_zone / (dist + 1e-6), 0.0)
+  contact = 0.066 if human else 0.036
+  push_z = table + (0.03 if human else 0.025)
+  behind = obj.at[2].set(push_z) - u * (contact + 0.04)
+  pushing = obj.at[2].set(push_z) - u * contact + u * jnp.minimum(0.04, dist)
+  push_phase = jnp.minimum(es.phase, 3)
+  push_wps = jnp.stack([behind + up * 0.1, behind, pushing, g + up * 0.1 - u * 0.03])
+  push_wp = push_wps[push_phase]
+  push_done = jnp.stack([near(push_wps[0], 0.02) | (es.t > 25), near(behind, 0.012) | (es.t > 20),
+                         (dist < 0.012) | (es.t > 45), False])[push_phase]
+  push_yaw = jnp.arctan2(u[1], u[0]) if human else jnp.arctan2(u[1], u[0]) + jnp.pi / 2
+  push_yaw = wrap_angle(push_yaw) if human else wrap_angle(2 * push_yaw) / 2  # parallel gripper: 180-deg symmetric
+
+  task = ep.task
+  wp = jnp.select([task == 0, task == 1], [reach_wp, push_wp], pick_wp)
+  yaw = jnp.select([task == 0, task == 1], [0.0, push_yaw], pick_yaw)
+  close = jnp.select([task == 0, task == 1], [0.0 if not human else 0.3, 1.0], pick_close)
+  done = jnp.select([task == 0, task == 1], [False, push_done], pick_done)
+  action = emb.expert_action(data, wp, yaw, close)
+  return action, _advance(es, done)

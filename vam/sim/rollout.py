@@ -1,0 +1,121 @@
+"""Batched expert rollouts that record what a dataset episode needs, per 10 Hz control step.
+
+`rollout` is one jitted `lax.scan` over control steps for a whole batch (all tasks of an embodiment
+mixed): render -> expert action -> env step. `collect` runs it and cuts the batch into episodes
+(numpy), each ending a few steps after first success or at its task's horizon.
+"""
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vam.sim import experts, palette, scene, tasks
+
+HOLD_AFTER_SUCCESS = 3  # steps kept after the first success (the scene settles; the video shows it)
+
+
+@dataclasses.dataclass
+class Episode:
+  """One recorded episode (numpy, host side). Per-step arrays have a leading time axis T."""
+  embodiment: str
+  task: str
+  mode: str
+  split: str
+  seed: int
+  success: bool
+  instruction: str
+  steps: dict  # name -> (T, ...) array: images, state, action, eef, gripper, success, [hand keypoints]
+  metadata: dict  # colours, camera intrinsics/extrinsics, ...
+
+  @property
+  def length(self) -> int:
+    return len(self.steps["action"])
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def rollout(env, keys, task_ids, num_steps: int, render: bool = True):
+  """Runs the scripted expert for `num_steps` control steps on a batch of fresh episodes.
+
+  Args: keys (B, 2) uint32 reset keys; task_ids (B,) int32. B must equal env.config.num_envs when
+  rendering. Returns (first_state, per-step dict of (T, B, ...) arrays).
+  """
+  state = jax.vmap(env.reset)(keys, task_ids)
+  es = jax.vmap(lambda _: experts.init())(task_ids)
+
+  def body(carry, _):
+    state, es = carry
+    out = dict(state.obs)
+    if render:
+      out["images"] = env.render(state)
+    action, es = jax.vmap(functools.partial(experts.act, env))(state, es)
+    out.update(action=action, success=state.success, reward=state.reward, overflow=env.contact_overflow(state))
+    state = jax.vmap(env.step)(state, action)
+    return (state, es), out
+
+  (_, _), traj = jax.lax.scan(body, (state, es), None, length=num_steps)
+  return state, traj
+
+
+def episode_length(success: np.ndarray, horizon: int) -> int:
+  """First success + HOLD_AFTER_SUCCESS steps, or the horizon when the task never succeeded."""
+  hits = np.flatnonzero(success[:horizon])
+  return int(min(horizon, hits[0] + HOLD_AFTER_SUCCESS)) if len(hits) else horizon
+
+
+def camera_metadata(env) -> dict:
+  """Intrinsics (fovy, resolution, focal length in pixels) of each recorded camera."""
+  m = env.mj_model
+  meta = {}
+  w, h = env.config.image_size
+  for cam in env.config.cameras:
+    i = m.camera(cam).id
+    fovy = float(m.cam_fovy[i])
+    f = 0.5 * h / np.tan(np.deg2rad(fovy) / 2)
+    meta[cam] = dict(fovy_deg=fovy, width=w, height=h, fx=f, fy=f, cx=w / 2, cy=h / 2)
+  return meta
+
+
+def collect(env, task_names, seeds, render=True) -> list[Episode]:
+  """Rolls out one episode per (task, seed) pair as one batch (len must equal env.config.num_envs)."""
+  if len(task_names) != len(seeds):
+    raise ValueError("collect: task_names and seeds must have the same length")
+  task_ids = np.array([tasks.task_id(t) for t in task_names], np.int32)
+  keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
+  num_steps = max(tasks.HORIZON[t] for t in task_names)
+  first, traj = rollout(env, keys, jnp.asarray(task_ids), num_steps, render)
+  traj = jax.device_get(traj)
+  if np.any(traj.pop("overflow")):
+    raise RuntimeError(f"{env.config.embodiment}: MJX warp contact buffers overflowed (contacts dropped); raise "
+                       "EnvConfig.contacts_per_env / constraints_per_env")
+  ep = jax.device_get(first.episode)
+  cam_meta = camera_metadata(env)
+  cam_xpos, cam_xmat = np.asarray(first.data.cam_xpos), np.asarray(first.data.cam_xmat)
+  episodes = []
+  for b, (task, seed) in enumerate(zip(task_names, seeds)):
+    steps = {k: v[:, b] for k, v in traj.items()}
+    length = episode_length(steps["success"], tasks.HORIZON[task])
+    steps = {k: v[:length] for k, v in steps.items()}
+    colour = [palette.NAMES[c] for c in ep.colour[b]]
+    obj, obj2 = int(ep.obj[b]), int(ep.obj2[b])
+    names = dict(obj=colour[obj], obj2=colour[obj2], shape=tasks.SHAPE_NAMES[obj],
+                 bowl=colour[scene.N_OBJECTS], zone=colour[scene.N_OBJECTS + 1], target=colour[scene.N_OBJECTS + 2])
+    text = tasks.instruction(task, np.random.default_rng(int(seed)), names)
+    cam_pose = camera_extrinsics(env, cam_xpos[b], cam_xmat[b])
+    meta = dict(object=scene.OBJECTS[obj][0], object2=scene.OBJECTS[obj2][0], table_z=float(ep.table_z[b]),
+                colours=names, cameras={c: {**cam_meta[c], **cam_pose[c]} for c in cam_meta})
+    episodes.append(Episode(embodiment=env.config.embodiment, task=task, mode=env.config.mode,
+                            split=env.config.split, seed=int(seed), success=bool(steps["success"].any()),
+                            instruction=text, steps=steps, metadata=meta))
+  return episodes
+
+
+def camera_extrinsics(env, cam_xpos, cam_xmat) -> dict:
+  """World pose of each recorded camera: position (3,) and rotation matrix (3, 3, camera-to-world)."""
+  out = {}
+  for cam in env.config.cameras:
+    i = env.mj_model.camera(cam).id
+    out[cam] = dict(position=cam_xpos[i].tolist(), rotation=cam_xmat[i].reshape(3, 3).tolist())
+  return out
