@@ -20,6 +20,7 @@ INSTALL_REQUIRES = [
     "tqdm>=4.66",
     "imageio>=2.34",
     "imageio-ffmpeg>=0.5",  # ships its own ffmpeg binary: preview videos need no system packages
+    "importlib_resources>=6",  # tensorflow-datasets imports it without declaring it
 ]
 
 setup(

@@ -78,13 +78,16 @@ def camera_metadata(env) -> dict:
   return meta
 
 
-def collect(env, task_names, seeds, render=True) -> list[Episode]:
-  """Rolls out one episode per (task, seed) pair as one batch (len must equal env.config.num_envs)."""
+def collect(env, task_names, seeds, render=True, num_steps=None) -> list[Episode]:
+  """Rolls out one episode per (task, seed) pair as one batch (len must equal env.config.num_envs).
+
+  `num_steps` defaults to the longest horizon in the batch; pass a fixed value to reuse one program.
+  """
   if len(task_names) != len(seeds):
     raise ValueError("collect: task_names and seeds must have the same length")
   task_ids = np.array([tasks.task_id(t) for t in task_names], np.int32)
   keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
-  num_steps = max(tasks.HORIZON[t] for t in task_names)
+  num_steps = num_steps or max(tasks.HORIZON[t] for t in task_names)
   first, traj = rollout(env, keys, jnp.asarray(task_ids), num_steps, render)
   traj = jax.device_get(traj)
   if np.any(traj.pop("overflow")):

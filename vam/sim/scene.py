@@ -3,7 +3,7 @@
 One scene per embodiment holds every object any task needs, so all tasks (and easy/hard modes) of an
 embodiment share one compiled model and batch together. What changes per episode lives in `mjx.Data`
 or in a few per-episode model fields:
-- free bodies `obj0..obj5` (cubes and two held-out shapes) are placed on the table or parked on the
+- free bodies (four cubes and two held-out shapes) are placed on the table or parked on the
   floor out of view;
 - mocap bodies move the table (height jitter), the bowl, the zone, the reach target, the camera rig
   and the light rig;
@@ -23,12 +23,13 @@ HAND_MOUNT = np.array([-0.22, 0.0, TABLE_TOP + 0.22])
 PARK_Z = 0.03  # parked objects rest on the floor
 
 # Free objects: (name, geom type, size). The last two are held out for the 'unseen_objects' split.
+# All are boxes: MJX's JAX backend has no cylinder-box collision.
 OBJECTS = (
     ("cube0", mujoco.mjtGeom.mjGEOM_BOX, (CUBE_HALF,) * 3),
     ("cube1", mujoco.mjtGeom.mjGEOM_BOX, (CUBE_HALF,) * 3),
     ("cube2", mujoco.mjtGeom.mjGEOM_BOX, (CUBE_HALF,) * 3),
     ("cube3", mujoco.mjtGeom.mjGEOM_BOX, (CUBE_HALF,) * 3),
-    ("cylinder", mujoco.mjtGeom.mjGEOM_CYLINDER, (0.019, 0.02, 0)),
+    ("flat_block", mujoco.mjtGeom.mjGEOM_BOX, (0.026, 0.026, 0.014)),
     ("tall_block", mujoco.mjtGeom.mjGEOM_BOX, (0.017, 0.017, 0.026)),
 )
 N_OBJECTS = len(OBJECTS)

@@ -26,7 +26,7 @@ INSTRUCTIONS = {
     "stack": ("stack the {obj} {shape} on the {obj2} block", "put the {obj} {shape} on top of the {obj2} block",
               "place the {obj} {shape} onto the {obj2} block"),
 }
-SHAPE_NAMES = ("block", "block", "block", "block", "cylinder", "tall block")
+SHAPE_NAMES = ("block", "block", "block", "block", "flat block", "tall block")
 
 # Layout grid on the table top (cell centres, metres). Cells in HELD_OUT_CELLS never hold the
 # manipulated object in training episodes; the 'unseen_positions' split puts it only there.

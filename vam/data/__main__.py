@@ -1,0 +1,3 @@
+from vam.data.build import main
+
+main()

@@ -1,0 +1,167 @@
+"""RLDS episodes in TFDS array_record files, and the builder base class the datasets in `data/` share.
+
+Schema (see DESIGN.md, "Dataset contract"). Every feature is a plain `Tensor`/`Scalar`/`Text`, so
+datasets build and read without TensorFlow. Embodiments in one dataset can have different native
+action/proprio sizes: those vectors are zero-padded to the dataset's widest embodiment and the true
+sizes are stored in `episode_metadata/action_dim` and `state_dim`.
+
+Cameras: `steps/observation/image_<camera>` uint8 HxWx3; `episode_metadata/camera_<camera>_intrinsics`
+is the 3x3 pinhole matrix in pixels and `..._extrinsics` the 4x4 camera-to-world pose with MuJoCo's
+camera axes (x right, y up, looking along -z).
+"""
+
+import numpy as np
+import tensorflow_datasets as tfds
+from tqdm import tqdm
+
+from vam.data import stats as stats_lib
+from vam.sim import embodiments, rollout as rollout_lib, tasks
+
+VERSION = "1.0.0"
+HAND_KEYPOINTS_DIM = 24
+
+
+def _f32(shape):
+  return tfds.features.Tensor(shape=shape, dtype=np.float32)
+
+
+def features(embodiment_names, cameras, image_size, human: bool) -> tfds.features.FeaturesDict:
+  embs = [embodiments.EMBODIMENTS[n] for n in embodiment_names]
+  action_width = max(len(e.action_names) for e in embs)
+  w, h = image_size
+  observation = {f"image_{c}": tfds.features.Tensor(shape=(h, w, 3), dtype=np.uint8) for c in cameras}
+  observation.update(state=_f32((action_width,)), eef=_f32((9,)), gripper=_f32((1,)))
+  if human:
+    observation.update(hand_keypoints=_f32((HAND_KEYPOINTS_DIM,)), thumb_knuckle=_f32((3,)))
+  metadata = dict(
+      embodiment=tfds.features.Text(), task=tfds.features.Text(), mode=tfds.features.Text(),
+      world_split=tfds.features.Text(), seed=tfds.features.Scalar(dtype=np.int64),
+      success=tfds.features.Scalar(dtype=np.bool_), action_dim=tfds.features.Scalar(dtype=np.int32),
+      state_dim=tfds.features.Scalar(dtype=np.int32))
+  for c in cameras:
+    metadata[f"camera_{c}_intrinsics"] = _f32((3, 3))
+    metadata[f"camera_{c}_extrinsics"] = _f32((4, 4))
+  return tfds.features.FeaturesDict({
+      "steps": tfds.features.Dataset({
+          "observation": observation,
+          "action": _f32((action_width,)),
+          "language_instruction": tfds.features.Text(),
+          "is_first": tfds.features.Scalar(dtype=np.bool_),
+          "is_last": tfds.features.Scalar(dtype=np.bool_),
+          "is_terminal": tfds.features.Scalar(dtype=np.bool_),
+          "reward": tfds.features.Scalar(dtype=np.float32),
+          "discount": tfds.features.Scalar(dtype=np.float32),
+      }),
+      "episode_metadata": metadata,
+  })
+
+
+def _pad(x, width):
+  x = np.asarray(x, np.float32)
+  return np.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, width - x.shape[-1])])
+
+
+def to_example(ep: rollout_lib.Episode, action_width: int, cameras, human: bool) -> dict:
+  """A recorded episode -> one RLDS example (a dict TFDS can encode)."""
+  s, T = ep.steps, ep.length
+  action, state = _pad(s["action"], action_width), _pad(s["state"], action_width)
+  steps = []
+  for t in range(T):
+    obs = {f"image_{c}": s["images"][t, i] for i, c in enumerate(cameras)}
+    obs.update(state=state[t], eef=s["eef"][t].astype(np.float32), gripper=s["gripper"][t].astype(np.float32))
+    if human:
+      obs.update(hand_keypoints=s["hand_keypoints"][t].astype(np.float32),
+                 thumb_knuckle=s["thumb_knuckle"][t].astype(np.float32))
+    last = t == T - 1
+    steps.append(dict(observation=obs, action=action[t], language_instruction=ep.instruction, is_first=t == 0,
+                      is_last=last, is_terminal=bool(last and ep.success), reward=float(s["reward"][t]),
+                      discount=1.0))
+  meta = dict(embodiment=ep.embodiment, task=ep.task, mode=ep.mode, world_split=ep.split, seed=ep.seed,
+              success=ep.success, action_dim=s["action"].shape[-1], state_dim=s["state"].shape[-1])
+  for c in cameras:
+    cam = ep.metadata["cameras"][c]
+    meta[f"camera_{c}_intrinsics"] = np.array([[cam["fx"], 0, cam["cx"]], [0, cam["fy"], cam["cy"]], [0, 0, 1]],
+                                              np.float32)
+    pose = np.eye(4, dtype=np.float32)
+    pose[:3, :3], pose[:3, 3] = cam["rotation"], cam["position"]
+    meta[f"camera_{c}_extrinsics"] = pose
+  return dict(steps=steps, episode_metadata=meta)
+
+
+class SimBuilder(tfds.core.GeneratorBasedBuilder):
+  """Base of the simulated datasets: rolls the scripted experts out in MJX and records RLDS episodes.
+
+  Subclasses set `EMBODIMENTS` (the default set) and `HUMAN`. The generation settings (a section of
+  `experiments/datasets.py`) come in through the constructor; reading needs none of this code.
+  """
+
+  RELEASE_NOTES = {VERSION: "Initial release: scripted-expert episodes from the vam MJX worlds."}
+  VERSION = tfds.core.Version(VERSION)
+  EMBODIMENTS: tuple = ()
+  HUMAN = False
+
+  def __init__(self, *, generation=None, **kwargs):
+    self.generation = generation
+    self._stats, self._envs = {}, {}
+    super().__init__(**kwargs)
+
+  @property
+  def _embodiments(self):
+    return list(self.generation.dataset.embodiments) if self.generation else list(self.EMBODIMENTS)
+
+  def _cfg(self, key, default):
+    return self.generation[key] if self.generation else default
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self.dataset_info_from_configs(
+        features=features(self._embodiments, self._cfg("cameras", ["front"]), tuple(self._cfg("image_size", (64, 64))),
+                          self.HUMAN),
+        description=self.__doc__,
+        supervised_keys=None,
+    )
+
+  def _split_generators(self, dl_manager):
+    d = self.generation.dataset
+    return {"train": self._generate_examples("train", d.episodes_per_task),
+            "val": self._generate_examples("val", d.val_episodes_per_task)}
+
+  def _generate_examples(self, split: str, per_task: int):
+    g = self.generation
+    cameras = list(g.cameras)
+    action_width = max(len(embodiments.EMBODIMENTS[n].action_names) for n in self._embodiments)
+    num_steps = max(tasks.HORIZON[t] for t in g.tasks)
+    seed_base = g.seed * 10_000_000 + (0 if split == "train" else 5_000_000)
+    for e_i, name in enumerate(self._embodiments):
+      items = [(t, seed_base + e_i * 100_000 + t_i * 10_000 + k) for t_i, t in enumerate(g.tasks) for k in range(per_task)]
+      if not items:
+        continue
+      env = self._env(name)
+      batch = env.config.num_envs
+      bar = tqdm(total=len(items), desc=f"{self.name}/{split}/{name}", unit="ep", dynamic_ncols=True)
+      for start in range(0, len(items), batch):
+        chunk = items[start:start + batch]
+        padded = chunk + [chunk[-1]] * (batch - len(chunk))  # fixed batch: one compiled program
+        episodes = rollout_lib.collect(env, [t for t, _ in padded], [s for _, s in padded], num_steps=num_steps)
+        for ep in episodes[:len(chunk)]:
+          if g.only_successful and not ep.success:
+            continue
+          if split == "train":
+            stats_lib.accumulate(self._stats, ep)
+          yield f"{ep.embodiment}_{ep.task}_{ep.seed}", to_example(ep, action_width, cameras, self.HUMAN)
+        bar.update(len(chunk))
+      bar.close()
+
+  def _env(self, name):
+    """One env (and so one compiled rollout) per embodiment, shared by the train and val splits."""
+    from vam.sim import env as env_lib  # pylint: disable=g-import-not-at-top
+    if name not in self._envs:
+      g, d = self.generation, self.generation.dataset
+      most = len(g.tasks) * max(d.episodes_per_task, d.val_episodes_per_task)
+      self._envs[name] = env_lib.Env(env_lib.EnvConfig(
+          embodiment=name, mode=g.mode, split=g.split, backend=g.backend, image_size=tuple(g.image_size),
+          cameras=tuple(g.cameras), num_envs=max(1, min(g.batch_size, most))))
+    return self._envs[name]
+
+  def normalization_stats(self) -> dict:
+    """Per-embodiment statistics of the train split gathered while generating (see vam.data.stats)."""
+    return stats_lib.finalize(self._stats)
