@@ -283,7 +283,12 @@ class Env:
     return (jnp.stack(images, axis=1) * 255.0 + 0.5).astype(jnp.uint8)
 
   def contact_overflow(self, state: State) -> jax.Array:
-    """True where the warp contact/constraint buffers overflowed (contacts were dropped)."""
+    """True where a warp contact/constraint buffer overflowed (contacts or constraints were dropped).
+
+    Only the buffer bits of MuJoCo Warp's overflow mask count (nefc, nnz, broad/narrow phase, CCD,
+    hfield, islands, EPA); solver iteration-limit bits are not data loss.
+    """
     if self.config.backend != "warp":
       return jnp.zeros((), bool)
-    return jnp.any(state.data._impl.overflow != 0)  # pylint: disable=protected-access
+    buffers = 0b1_1011_1111
+    return jnp.any((state.data._impl.overflow & buffers) != 0)  # pylint: disable=protected-access

@@ -1,0 +1,118 @@
+"""Data-generation throughput: MJX Warp (physics, batch renderer) vs native MuJoCo, in one run.
+
+    python -m benchmarks.datagen --out bench_results/datagen.json [--embodiment arm6] [--batch 128]
+
+Measures, for the same scene and expert trajectories:
+  warp_physics      env control steps/s and physics steps/s of the jitted batched rollout, no rendering
+  warp_rollout      the same with the batch renderer on (frames/s = recorded images/s)
+  warp_render       the batch renderer alone (images/s)
+  native_physics    mujoco.rollout (C, multi-threaded) replaying the same actions (physics steps/s)
+  native_render     mujoco.Renderer (OpenGL via EGL/OSMesa when present) on the same states (images/s)
+and writes ratios warp/native measured side by side, with the machine description.
+"""
+
+import argparse
+import json
+import os
+import platform
+import time
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import jax  # pylint: disable=g-import-not-at-top
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+from mujoco import rollout as mj_rollout
+
+from vam.sim import env as env_lib, rollout, tasks
+
+
+def _timed(fn, repeats):
+  fn()  # warm-up / compile
+  t0 = time.perf_counter()
+  for _ in range(repeats):
+    out = fn()
+  jax.block_until_ready(out)
+  return (time.perf_counter() - t0) / repeats, out
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument("--out", default="bench_results/datagen.json")
+  p.add_argument("--embodiment", default="arm6")
+  p.add_argument("--batch", type=int, default=128)
+  p.add_argument("--steps", type=int, default=40, help="control steps per rollout")
+  p.add_argument("--repeats", type=int, default=2)
+  args = p.parse_args()
+
+  env = env_lib.Env(env_lib.EnvConfig(embodiment=args.embodiment, num_envs=args.batch))
+  substeps = env.config.substeps
+  task_ids = jnp.asarray(np.arange(args.batch) % len(tasks.TASKS), jnp.int32)
+  keys = jax.random.split(jax.random.PRNGKey(0), args.batch)
+  n_ctrl = args.batch * args.steps
+  res = {}
+
+  t_phys, (first, traj) = _timed(lambda: rollout.rollout(env, keys, task_ids, args.steps, False), args.repeats)
+  res["warp_physics"] = dict(seconds=t_phys, control_steps_per_s=n_ctrl / t_phys, physics_steps_per_s=n_ctrl * substeps / t_phys)
+  t_roll, _ = _timed(lambda: rollout.rollout(env, keys, task_ids, args.steps, True), args.repeats)
+  res["warp_rollout"] = dict(seconds=t_roll, frames_per_s=n_ctrl / t_roll, physics_steps_per_s=n_ctrl * substeps / t_roll)
+  render = jax.jit(env.render)
+  t_rend, _ = _timed(lambda: render(first), args.repeats * 3)
+  res["warp_render"] = dict(seconds=t_rend, images_per_s=args.batch / t_rend)
+
+  # Native MuJoCo on the same initial states, replaying the expert's actions (as controls).
+  m = env.mj_model
+  emb = env.embodiment
+  data = mujoco.MjData(m)
+  qpos0 = np.asarray(first.data.qpos, np.float64)
+  mocap_pos, mocap_quat = np.asarray(first.data.mocap_pos), np.asarray(first.data.mocap_quat)
+  actions = np.asarray(traj["action"])  # (T, B, A)
+  ctrl = np.asarray(jax.vmap(jax.vmap(emb.ctrl_from_action))(jnp.asarray(actions)), np.float64)  # (T, B, nu)
+  ctrl = np.repeat(ctrl.transpose(1, 0, 2), substeps, axis=1)  # (B, T*substeps, nu)
+  state_size = mujoco.mj_stateSize(m, mujoco.mjtState.mjSTATE_FULLPHYSICS)
+  init = np.zeros((args.batch, state_size))
+  for b in range(args.batch):
+    mujoco.mj_resetData(m, data)
+    data.qpos[:], data.mocap_pos[:], data.mocap_quat[:] = qpos0[b], mocap_pos[b], mocap_quat[b]
+    mujoco.mj_getState(m, data, init[b], mujoco.mjtState.mjSTATE_FULLPHYSICS)
+  threads = os.cpu_count() or 1
+  datas = [mujoco.MjData(m) for _ in range(threads)]
+  with mj_rollout.Rollout(nthread=threads) as runner:
+    t_nat, _ = _timed(lambda: runner.rollout(m, datas, init, ctrl), args.repeats)
+  res["native_physics"] = dict(seconds=t_nat, threads=threads, physics_steps_per_s=n_ctrl * substeps / t_nat)
+
+  try:
+    renderer = mujoco.Renderer(m, env.config.image_size[1], env.config.image_size[0])
+    cam = env.config.cameras[0]
+    n_frames = min(args.batch, 64) * 8
+    def native_render():
+      for i in range(n_frames):
+        b = i % args.batch
+        data.qpos[:], data.mocap_pos[:], data.mocap_quat[:] = qpos0[b], mocap_pos[b], mocap_quat[b]
+        mujoco.mj_forward(m, data)
+        renderer.update_scene(data, camera=cam)
+        renderer.render()
+      return 0
+    t_nr, _ = _timed(native_render, 1)
+    res["native_render"] = dict(seconds=t_nr, images_per_s=n_frames / t_nr, gl=os.environ.get("MUJOCO_GL"))
+  except Exception as e:  # no GL libraries on this machine: report it, keep the other numbers
+    res["native_render"] = dict(error=f"{type(e).__name__}: {e}")
+
+  ratios = {"warp_vs_native_physics": res["warp_physics"]["physics_steps_per_s"] / res["native_physics"]["physics_steps_per_s"]}
+  if "images_per_s" in res["native_render"]:
+    ratios["warp_vs_native_render"] = res["warp_render"]["images_per_s"] / res["native_render"]["images_per_s"]
+  report = dict(
+      benchmark="datagen", machine=dict(platform=platform.platform(), processor=platform.processor(), cpus=os.cpu_count(),
+                                        jax_devices=[str(d) for d in jax.devices()]),
+      config=dict(embodiment=args.embodiment, batch=args.batch, control_steps=args.steps, substeps=substeps,
+                  image_size=list(env.config.image_size), backend=env.config.backend),
+      results=res, ratios=ratios)
+  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+  with open(args.out, "w") as f:
+    json.dump(report, f, indent=2)
+  print(json.dumps(dict(results=res, ratios=ratios), indent=1))
+
+
+if __name__ == "__main__":
+  main()
