@@ -1,0 +1,90 @@
+"""Flow matching: the one convention used everywhere in vam (METHOD.md).
+
+    tau = 0 is clean data, tau = 1 is pure noise:  x_tau = (1 - tau) * x0 + tau * eps
+    target velocity u = eps - x0;  loss = masked mean of || v_theta(x_tau, tau, cond) - u ||^2
+    sampling integrates dx/dtau = v from tau = 1 down to tau = 0 (Euler or Heun).
+
+Time samplers: `logit_normal` (video), `sqrt` (actions: density proportional to sqrt(tau - 0.001) on
+[0.001, 1], pi0's Beta(1.5, 1) schedule in this convention) and `uniform`.
+"""
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+SQRT_SHIFT = 0.001
+SAMPLERS = ("logit_normal", "sqrt", "uniform")
+
+
+def sample_time(rng, shape, kind: str = "uniform", *, mean: float = 0.0, std: float = 1.0) -> jax.Array:
+  """Draws flow times tau in [0, 1] (shape `shape`)."""
+  if kind == "logit_normal":
+    return jax.nn.sigmoid(mean + std * jax.random.normal(rng, shape))
+  if kind == "sqrt":
+    # CDF ((tau - s) / (1 - s))^(3/2) on [s, 1]  =>  tau = s + (1 - s) u^(2/3).
+    u = jax.random.uniform(rng, shape)
+    return SQRT_SHIFT + (1.0 - SQRT_SHIFT) * u ** (2.0 / 3.0)
+  if kind == "uniform":
+    return jax.random.uniform(rng, shape)
+  raise ValueError(f"unknown flow time sampler {kind!r}; valid: {list(SAMPLERS)}")
+
+
+def _expand(tau, x):
+  return jnp.reshape(tau, tau.shape + (1,) * (x.ndim - tau.ndim))
+
+
+def interpolate(x0, eps, tau):
+  """x_tau = (1 - tau) x0 + tau eps, with tau (B,) broadcast over x's trailing axes."""
+  t = _expand(tau, x0)
+  return (1.0 - t) * x0 + t * eps
+
+
+def target_velocity(x0, eps):
+  return eps - x0
+
+
+def loss(v_pred, x0, eps, mask=None):
+  """Masked mean squared error against u = eps - x0. `mask` broadcasts to x0 (1 = valid)."""
+  err = jnp.square(v_pred - target_velocity(x0, eps))
+  if mask is None:
+    return jnp.mean(err)
+  mask = jnp.broadcast_to(mask, err.shape).astype(err.dtype)
+  return jnp.sum(err * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+VelocityFn = Callable[[jax.Array, jax.Array], jax.Array]  # (x_tau (B, ...), tau (B,)) -> v (B, ...)
+
+
+def _taus(num_steps, tau_start, tau_end):
+  return jnp.linspace(tau_start, tau_end, num_steps + 1)
+
+
+def euler(velocity: VelocityFn, noise, num_steps: int = 10, tau_start: float = 1.0, tau_end: float = 0.0):
+  """Integrates from x(tau_start) = noise down to tau_end with `num_steps` Euler steps."""
+  taus = _taus(num_steps, tau_start, tau_end)
+  batch = noise.shape[:1]
+
+  def step(x, i):
+    t, t_next = taus[i], taus[i + 1]
+    return x + (t_next - t) * velocity(x, jnp.full(batch, t)), None
+
+  x, _ = jax.lax.scan(step, noise, jnp.arange(num_steps))
+  return x
+
+
+def heun(velocity: VelocityFn, noise, num_steps: int = 10, tau_start: float = 1.0, tau_end: float = 0.0):
+  """Second-order Heun integration (two velocity evaluations per step; Euler on the last step to 0)."""
+  taus = _taus(num_steps, tau_start, tau_end)
+  batch = noise.shape[:1]
+
+  def step(x, i):
+    t, t_next = taus[i], taus[i + 1]
+    v0 = velocity(x, jnp.full(batch, t))
+    x_pred = x + (t_next - t) * v0
+    # The step that lands on tau = 0 is plain Euler (the velocity field is singular there).
+    v1 = jnp.where(t_next > 0, velocity(x_pred, jnp.full(batch, jnp.maximum(t_next, 1e-6))), v0)
+    return x + (t_next - t) * 0.5 * (v0 + v1), None
+
+  x, _ = jax.lax.scan(step, noise, jnp.arange(num_steps))
+  return x
