@@ -4,7 +4,8 @@ Every expert speaks in one embodiment-agnostic language -- where the grasp point
 yaw of the hand/gripper about world z, and how closed it should be -- and the embodiment turns that
 into its native action (`Embodiment.expert_action`: differential IK for the arms, direct wrist and
 finger targets for the hand). Waypoints are recomputed from the current object poses every step, so
-the experts are closed-loop (they follow a block that slipped or was nudged).
+the experts are closed-loop (they follow a block that slipped or was nudged, and start over when a held
+block is dropped or a pushed one slides off the pusher's line).
 """
 
 import jax
@@ -21,21 +22,23 @@ LIFT = 0.15  # carrying height above the table (m)
 class ExpertState:
   phase: jax.Array  # () int32
   t: jax.Array  # () int32 control steps spent in the phase
+  yaw: jax.Array  # () float32 yaw the object was grasped at, held while it is carried
 
 
 def init() -> ExpertState:
-  return ExpertState(phase=jnp.zeros((), jnp.int32), t=jnp.zeros((), jnp.int32))
+  return ExpertState(phase=jnp.zeros((), jnp.int32), t=jnp.zeros((), jnp.int32), yaw=jnp.zeros((), jnp.float32))
 
 
 def _yaw_of(quat, symmetric):
   w, x, y, z = quat
   yaw = jnp.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
-  # Cubes look the same every 90 degrees: grasp at the nearest face pair.
+  # Square footprints look the same every 90 degrees: grasp at the nearest face pair.
   return jnp.where(symmetric, wrap_angle(4 * yaw) / 4, 0.0)
 
 
-def _advance(es, done):
-  return ExpertState(phase=jnp.where(done, es.phase + 1, es.phase), t=jnp.where(done, 0, es.t + 1))
+def _advance(es, done, yaw, restart=False):
+  phase = jnp.where(restart, 0, jnp.where(done, es.phase + 1, es.phase))
+  return ExpertState(phase=phase, t=jnp.where(done | restart, 0, es.t + 1), yaw=yaw)
 
 
 def act(env, state, es: ExpertState):
@@ -48,7 +51,7 @@ def act(env, state, es: ExpertState):
   half = jnp.asarray(scene.OBJECT_HALF_HEIGHT)[ep.obj]
   table = ep.table_z
   up = jnp.array([0.0, 0.0, 1.0])
-  grasp_yaw = _yaw_of(quat, ep.obj != 4)
+  grasp_yaw = _yaw_of(quat, True)  # every object is a box with a square footprint
   # Arm fingers must stay clear of the table: grasp at least 2.2 cm above it.
   grasp_at = jnp.where(human, obj, obj.at[2].set(jnp.maximum(obj[2] + 0.008, table + 0.03)))
   near = lambda wp, tol: jnp.linalg.norm(g - wp) < tol
@@ -57,7 +60,7 @@ def act(env, state, es: ExpertState):
   reach_wp = ep.target_pos
 
   # ---- pick, carry and release (pick_place and stack) ----
-  clearance = 0.025 if human else 0.012  # the hand's fingers reach below the block it holds
+  clearance = 0.012  # drop height on release: the fingers reach a little below the block they hold
   place_obj = jnp.where(ep.task == 3, obj2 + up * (jnp.asarray(scene.OBJECT_HALF_HEIGHT)[ep.obj2] + half + clearance),
                         ep.target_pos + up * (0.006 + half + 0.02))
   held_offset = g - obj  # keeps the object, not the hand, on the path when it slipped in the grasp
@@ -70,38 +73,60 @@ def act(env, state, es: ExpertState):
   phase = jnp.minimum(es.phase, 7)
   pick_wp = pick_wps[phase]
   pick_close = jnp.asarray([0, 0, 1, 1, 1, 1, 0, 0], jnp.float32)[phase]
+  # The hand grasps fingers-then-thumb and releases thumb-then-fingers (see HumanHand.expert_action), so
+  # neither a closing thumb nor a springing-back squeeze shoves the block.
+  hand_stage = ((phase == 2) & (es.t < 2)) | ((phase == 6) & (es.t < 3))
+  pick_close = jnp.where(human & hand_stage, 0.5, pick_close)
   pick_done = jnp.stack([
       near(above_obj, 0.02) | (es.t > 25),
-      near(grasp_at, 0.012) | (es.t > 20),
+      near(grasp_at, 0.012) | (es.t > 12),
       es.t >= (6 if human else 4),
       (g[2] > table + LIFT - 0.02) | (es.t > 15),
       (jnp.linalg.norm(g[:2] - carry[:2]) < 0.015) | (es.t > 30),
-      near(lower, 0.012) | (es.t > 20),
-      es.t >= 4,
+      (near(lower, 0.008) & (jnp.linalg.norm(obj[:2] - place_obj[:2]) < 0.006)) | (es.t > 20),
+      es.t >= (6 if human else 4),
       False,
   ])[phase]
-  pick_yaw = jnp.where(phase <= 2, grasp_yaw, grasp_yaw)
+  # Once grasped, keep the grasp yaw: following the held block's yaw feeds back (it turns with the hand,
+  # and its nearest face pair can flip), and a released block may turn on its own.
+  pick_yaw = jnp.where(phase <= 2, grasp_yaw, es.yaw)
 
   # ---- push: re-aim behind the block along the block->zone line every step ----
   to_zone = ep.target_pos[:2] - obj[:2]
   dist = jnp.linalg.norm(to_zone)
   u = jnp.append(to_zone / (dist + 1e-6), 0.0)
-  contact = 0.066 if human else 0.036
+  contact = 0.057 if human else 0.036  # grasp point to block centre when the pusher touches the block
   push_z = table + (0.03 if human else 0.025)
-  behind = obj.at[2].set(push_z) - u * (contact + 0.04)
+  # Start 2 cm behind the contact point (4 cm for the hand): far corners are at the arm's full reach.
+  behind = obj.at[2].set(push_z) - u * (contact + (0.04 if human else 0.02))
   pushing = obj.at[2].set(push_z) - u * contact + u * jnp.minimum(0.04, dist)
   push_phase = jnp.minimum(es.phase, 3)
-  push_wps = jnp.stack([behind + up * 0.1, behind, pushing, g + up * 0.1 - u * 0.03])
+  # Coming back from a failed push, first lift clear (backing off the block), then go round behind it.
+  away = jnp.append((g[:2] - obj[:2]) / (jnp.linalg.norm(g[:2] - obj[:2]) + 1e-6), 0.0)
+  above_behind = jnp.where(g[2] < push_z + 0.05, g.at[2].set(push_z + 0.1) + away * 0.03, behind + up * 0.1)
+  retreat = (obj - u * (contact + 0.03)).at[2].set(push_z + 0.1)  # fixed point: no drift after success
+  push_wps = jnp.stack([above_behind, behind, pushing, retreat])
   push_wp = push_wps[push_phase]
-  push_done = jnp.stack([near(push_wps[0], 0.02) | (es.t > 25), near(behind, 0.012) | (es.t > 20),
+  push_done = jnp.stack([near(behind + up * 0.1, 0.02) | (es.t > 25), near(behind, 0.012) | (es.t > 20),
                          (dist < 0.012) | (es.t > 45), False])[push_phase]
-  push_yaw = jnp.arctan2(u[1], u[0]) if human else jnp.arctan2(u[1], u[0]) + jnp.pi / 2
-  push_yaw = wrap_angle(push_yaw) if human else wrap_angle(2 * push_yaw) / 2  # parallel gripper: 180-deg symmetric
+  # Pushing only steers from behind the block: once it slid off the pusher's line, start over.
+  rel = obj[:2] - g[:2]
+  off_line = (jnp.abs(u[0] * rel[1] - u[1] * rel[0]) > 0.02) | (rel @ u[:2] < contact - 0.015)
+  # Turn the least way from the current yaw: wrapping at +-pi (the hand) or +-pi/2 (the 180-degree symmetric
+  # gripper) would spin the pusher round while it touches the block. The hand's wrist stops short of pi.
+  eef_rot = emb.eef_pose(data)[1] @ jnp.asarray(emb.down_frame, jnp.float32).T
+  cur_yaw = jnp.arctan2(eef_rot[1, 0], eef_rot[0, 0])
+  push_yaw = jnp.arctan2(u[1], u[0]) + (0.0 if human else jnp.pi / 2)
+  push_yaw = (jnp.clip(cur_yaw + wrap_angle(push_yaw - cur_yaw), -3.05, 3.05) if human
+              else cur_yaw + wrap_angle(2 * (push_yaw - cur_yaw)) / 2)
 
   task = ep.task
   wp = jnp.select([task == 0, task == 1], [reach_wp, push_wp], pick_wp)
   yaw = jnp.select([task == 0, task == 1], [0.0, push_yaw], pick_yaw)
-  close = jnp.select([task == 0, task == 1], [0.0 if not human else 0.3, 1.0], pick_close)
+  close = jnp.select([task == 0, task == 1], [0.0 if not human else 0.15, 1.0], pick_close)
   done = jnp.select([task == 0, task == 1], [False, push_done], pick_done)
+  # A block dropped while lifting, carrying or lowering is picked up again from the start.
+  dropped = (task >= 2) & (phase >= 3) & (phase <= 5) & (jnp.linalg.norm(held_offset) > 0.05)
+  restart = dropped | ((task == 1) & (push_phase == 2) & off_line & (dist >= 0.012))
   action = emb.expert_action(data, wp, yaw, close)
-  return action, _advance(es, done)
+  return action, _advance(es, done, pick_yaw, restart)

@@ -25,8 +25,12 @@ _FINGER_Y = (0.027, 0.009, -0.009, -0.027)
 _FINGER_LEN = ((0.042, 0.03), (0.045, 0.032), (0.042, 0.03), (0.036, 0.026))
 TIPS = ("thumb",) + _FINGERS
 # Finger-joint targets (thumb abd, mcp, ip, then mcp/pip per finger): open hand and closed grasp.
-_OPEN = np.array([0.0, -0.55, 0.0] + [0.15, 0.1] * 4)
-_CLOSED = np.array([0.0, 0.45, 0.35] + [1.35, 1.2] * 4)
+# Open: fingers forward above a block, thumb swung back (its tip stays above the table at grasp height).
+# Closed: a side pinch -- the fingers hang straight down as a wall on the block's far face and the thumb
+# presses its near face, so nothing hooks under the block (it can be set down and let go cleanly).
+_OPEN = np.array([0.0, -0.8, 0.0] + [0.15, 0.1] * 4)
+_CLOSED = np.array([-0.2, 0.45, 0.0] + [1.45, 0.3] * 4)
+_THUMB = np.arange(11) < 3
 
 
 @dataclasses.dataclass
@@ -36,8 +40,9 @@ class HumanHand(base.Embodiment):
   action_names = tuple(f"wrist_{j}" for j in _WRIST) + ("thumb_abd", "thumb_mcp", "thumb_ip") + tuple(
       f"{f}_{j}" for f in _FINGERS for j in ("mcp", "pip"))
   down_frame = np.eye(3)
-  # Point between thumb and fingers, 5 cm under the palm: where a grasped block's centre sits.
-  grasp_offset = np.array([0.064, 0.0, -0.05])
+  # Point between the closed thumb and finger wall, low enough that the curled fingertips clear the
+  # table: where a grasped block's centre sits.
+  grasp_offset = np.array([0.073, 0.0, -0.065])
 
   def build(self, spec, mount):
     p = self.p
@@ -135,12 +140,17 @@ class HumanHand(base.Embodiment):
     return jnp.clip(action, self.ctrl_low, self.ctrl_high)
 
   def expert_action(self, d, grasp_pos, yaw, close):
-    """Direct wrist and finger targets: the wrist pose that puts the grasp point at `grasp_pos`."""
+    """Direct wrist and finger targets: the wrist pose that puts the grasp point at `grasp_pos`.
+
+    `close` in [0, 0.5] curls the fingers, (0.5, 1] then brings in the thumb: a grasp sets the finger
+    wall before the thumb squeezes against it, and 0.5 releases the thumb's squeeze before the fingers.
+    """
     rot = geometry.mat_from_yaw(yaw)
     wrist_target = grasp_pos - rot @ jnp.asarray(self.grasp_offset, jnp.float32)
     pos, _ = self.eef_pose(d)
     step = wrist_target - pos
     step = step * jnp.minimum(1.0, 0.06 / (jnp.linalg.norm(step) + 1e-9))
     slides = (pos + step) - jnp.asarray(self.mount, jnp.float32)
-    fingers = jnp.asarray(_OPEN, jnp.float32) + close * jnp.asarray(_CLOSED - _OPEN, jnp.float32)
+    amount = jnp.where(jnp.asarray(_THUMB), jnp.clip(2 * close - 1, 0, 1), jnp.clip(2 * close, 0, 1))
+    fingers = jnp.asarray(_OPEN, jnp.float32) + amount * jnp.asarray(_CLOSED - _OPEN, jnp.float32)
     return jnp.concatenate([slides, jnp.stack([yaw, 0.0 * yaw, 0.0 * yaw]), fingers])
