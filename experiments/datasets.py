@@ -1,7 +1,7 @@
 """Dataset build variants for `python -m vam.data.build --config experiments/datasets.py:<variant>`.
 
 Variants:
-  quickstart  both datasets, easy mode, ~370 episodes; minutes on 2 CPU cores (what `make demo` builds)
+  quickstart  both datasets, easy mode, 336 episodes; ~3-4 minutes on 2 CPU cores (what `make demo` builds)
   tiny        a handful of episodes per dataset (tests)
   standard    larger easy-mode mix for real runs
   hard        hard mode (randomised colours, lighting, distractors, camera jitter, table height)
@@ -33,10 +33,10 @@ def get_config(variant=None):
   c.image_size = (64, 64)
   c.cameras = ["front"]
   c.backend = "warp"
-  c.batch_size = 128 if variant != "tiny" else 8  # episodes simulated together (one warp batch)
+  c.batch_size = 128  # episodes simulated together (one warp batch; train and val share batches)
   c.only_successful = False  # keep failed expert episodes too (marked in episode_metadata.success)
   c.datasets = ml_collections.ConfigDict()
   c.datasets.sim_robot = _dataset("sim_robot", ("arm6", "gantry"), per_task, val)
-  c.datasets.sim_human = _dataset("sim_human", ("human_hand",), per_task * 2 if variant == "quickstart" else per_task, val)
+  c.datasets.sim_human = _dataset("sim_human", ("human_hand",), per_task, val)
   c.preview_episodes = 4
   return c

@@ -88,16 +88,27 @@ def build(cfg, data_dir: str, only=None, overwrite=False) -> dict:
     cls = builder_class(d.name)
     gen = ml_collections.ConfigDict(cfg.to_dict())
     gen.dataset = d
-    builder = cls(data_dir=data_dir, generation=gen)
-    if overwrite and os.path.exists(builder.data_dir):
-      shutil.rmtree(builder.data_dir)
-    t0 = time.time()
-    builder.download_and_prepare(file_format="array_record")
-    stats_lib.write(builder.normalization_stats(), builder.data_dir)
-    config_lib.save_json(gen, os.path.join(builder.data_dir, "build_config.json"))
-    print(f"built {d.name} in {time.time() - t0:.0f} s -> {builder.data_dir}", flush=True)
-    outputs[d.name] = builder.data_dir
+    # Build into a scratch folder and move the finished dataset in at the end: an existing dataset is
+    # only replaced (with --overwrite) once its successor is complete.
+    scratch = os.path.join(data_dir, f".building-{d.name}")
+    shutil.rmtree(scratch, ignore_errors=True)
+    try:
+      builder = cls(data_dir=scratch, generation=gen)
+      t0 = time.time()
+      builder.download_and_prepare(file_format="array_record", download_dir=os.path.join(scratch, "downloads"))
+      stats_lib.write(builder.normalization_stats(), builder.data_dir)
+      config_lib.save_json(gen, os.path.join(builder.data_dir, "build_config.json"))
+      final = os.path.join(data_dir, d.name, os.path.basename(builder.data_dir))
+      if os.path.exists(final):
+        shutil.rmtree(final)
+      os.makedirs(os.path.dirname(final), exist_ok=True)
+      os.replace(builder.data_dir, final)
+    finally:
+      shutil.rmtree(scratch, ignore_errors=True)
+    print(f"built {d.name} in {time.time() - t0:.0f} s -> {final}", flush=True)
+    outputs[d.name] = final
   return outputs
+
 
 
 def main(argv=None):

@@ -18,6 +18,7 @@ from vam.data import stats as stats_lib
 from vam.sim import embodiments, rollout as rollout_lib, tasks
 
 VERSION = "1.0.0"
+SPLITS = ("train", "val")
 HAND_KEYPOINTS_DIM = 24
 
 
@@ -102,7 +103,7 @@ class SimBuilder(tfds.core.GeneratorBasedBuilder):
 
   def __init__(self, *, generation=None, **kwargs):
     self.generation = generation
-    self._stats, self._envs = {}, {}
+    self._stats, self._pending, self._simulated = {}, {}, set()
     super().__init__(**kwargs)
 
   @property
@@ -121,46 +122,65 @@ class SimBuilder(tfds.core.GeneratorBasedBuilder):
     )
 
   def _split_generators(self, dl_manager):
-    d = self.generation.dataset
-    return {"train": self._generate_examples("train", d.episodes_per_task),
-            "val": self._generate_examples("val", d.val_episodes_per_task)}
+    return {split: self._generate_examples(split) for split in SPLITS}
 
-  def _generate_examples(self, split: str, per_task: int):
+  def _items(self, name):
+    """(split, task, seed) of every episode of an embodiment; seeds are disjoint across splits."""
+    g, d = self.generation, self.generation.dataset
+    e_i = self._embodiments.index(name)
+    items = []
+    for split, per_task in zip(SPLITS, (d.episodes_per_task, d.val_episodes_per_task)):
+      base = g.seed * 10_000_000 + SPLITS.index(split) * 5_000_000 + e_i * 100_000
+      items += [(split, t, base + t_i * 10_000 + k) for t_i, t in enumerate(g.tasks) for k in range(per_task)]
+    return items
+
+  def _generate_examples(self, split: str):
+    """Yields `split`'s episodes. Both splits are simulated together in full batches (val is small, so
+    its episodes fill the train batches' tail instead of costing a padded batch of their own); the
+    episodes of the split not being written are kept until its generator runs."""
     g = self.generation
     cameras = list(g.cameras)
     action_width = max(len(embodiments.EMBODIMENTS[n].action_names) for n in self._embodiments)
     num_steps = max(tasks.HORIZON[t] for t in g.tasks)
-    seed_base = g.seed * 10_000_000 + (0 if split == "train" else 5_000_000)
-    for e_i, name in enumerate(self._embodiments):
-      items = [(t, seed_base + e_i * 100_000 + t_i * 10_000 + k) for t_i, t in enumerate(g.tasks) for k in range(per_task)]
-      if not items:
-        continue
-      env = self._env(name)
-      batch = env.config.num_envs
-      bar = tqdm(total=len(items), desc=f"{self.name}/{split}/{name}", unit="ep", dynamic_ncols=True)
-      for start in range(0, len(items), batch):
-        chunk = items[start:start + batch]
-        padded = chunk + [chunk[-1]] * (batch - len(chunk))  # fixed batch: one compiled program
-        episodes = rollout_lib.collect(env, [t for t, _ in padded], [s for _, s in padded], num_steps=num_steps)
-        for ep in episodes[:len(chunk)]:
-          if g.only_successful and not ep.success:
-            continue
-          if split == "train":
-            stats_lib.accumulate(self._stats, ep)
-          yield f"{ep.embodiment}_{ep.task}_{ep.seed}", to_example(ep, action_width, cameras, self.HUMAN)
-        bar.update(len(chunk))
-      bar.close()
+    for name in self._embodiments:
+      if name in self._simulated:
+        episodes = self._pending.pop((name, split), [])
+      else:
+        episodes = self._simulate(name, split, num_steps)
+      for ep in episodes:
+        if g.only_successful and not ep.success:
+          continue
+        if split == "train":
+          stats_lib.accumulate(self._stats, ep)
+        yield f"{ep.embodiment}_{ep.task}_{ep.seed}", to_example(ep, action_width, cameras, self.HUMAN)
 
-  def _env(self, name):
-    """One env (and so one compiled rollout) per embodiment, shared by the train and val splits."""
-    from vam.sim import env as env_lib  # pylint: disable=g-import-not-at-top
-    if name not in self._envs:
-      g, d = self.generation, self.generation.dataset
-      most = len(g.tasks) * max(d.episodes_per_task, d.val_episodes_per_task)
-      self._envs[name] = env_lib.Env(env_lib.EnvConfig(
-          embodiment=name, mode=g.mode, split=g.split, backend=g.backend, image_size=tuple(g.image_size),
-          cameras=tuple(g.cameras), num_envs=max(1, min(g.batch_size, most))))
-    return self._envs[name]
+  def _simulate(self, name, split, num_steps):
+    """Rolls out every episode of embodiment `name`; yields `split`'s, keeps the others pending."""
+    items = self._items(name)
+    self._simulated.add(name)
+    if not items:
+      return
+    env = self._env(name, len(items))
+    batch = env.config.num_envs
+    bar = tqdm(total=len(items), desc=f"{self.name}/{name}", unit="ep", dynamic_ncols=True)
+    for start in range(0, len(items), batch):
+      chunk = items[start:start + batch]
+      padded = chunk + [chunk[-1]] * (batch - len(chunk))  # fixed batch: one compiled program
+      episodes = rollout_lib.collect(env, [t for _, t, _ in padded], [s for _, _, s in padded], num_steps=num_steps)
+      for (ep_split, _, _), ep in zip(chunk, episodes):
+        if ep_split == split:
+          yield ep
+        else:
+          self._pending.setdefault((name, ep_split), []).append(ep)
+      bar.update(len(chunk))
+    bar.close()
+
+  def _env(self, name, num_items):
+    from vam.sim import env as env_lib  # pylint: disable=g-import-not-at-top  (heavy: only when building)
+    g = self.generation
+    return env_lib.Env(env_lib.EnvConfig(
+        embodiment=name, mode=g.mode, split=g.split, backend=g.backend, image_size=tuple(g.image_size),
+        cameras=tuple(g.cameras), num_envs=max(1, min(g.batch_size, num_items))))
 
   def normalization_stats(self) -> dict:
     """Per-embodiment statistics of the train split gathered while generating (see vam.data.stats)."""
