@@ -94,3 +94,17 @@ def test_rot6d_roundtrip():
                    [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
   np.testing.assert_allclose(geometry.mat_from_rot6d(geometry.rot6d_from_mat(mat)), mat, atol=1e-6)
   np.testing.assert_allclose(geometry.quat_from_mat(mat), q * jnp.sign(q[0]), atol=1e-6)
+
+
+@pytest.mark.parametrize("split", ["train", "unseen_positions", "unseen_objects"])
+def test_world_splits_hold_out_positions_and_objects(split):
+  env = env_lib.Env(env_lib.EnvConfig(embodiment="gantry", split=split, num_envs=16))
+  keys = jax.random.split(jax.random.PRNGKey(3), 16)
+  state = jax.jit(jax.vmap(env.reset))(keys, jnp.full((16,), tasks.task_id("push")))
+  obj = np.asarray(state.episode.obj)
+  pos = np.asarray(jax.vmap(lambda d, i: env.object_pose(d, i)[0])(state.data, state.episode.obj))[:, :2]
+  cell = np.argmin(np.linalg.norm(pos[:, None] - tasks.CELLS[None], axis=-1), axis=1)
+  in_held_cell = np.isin(cell, tasks.HELD_OUT_CELLS)
+  held_object = np.isin(obj, scene.HELD_OUT_OBJECTS)
+  assert in_held_cell.all() if split == "unseen_positions" else not in_held_cell.any()
+  assert held_object.all() if split == "unseen_objects" else not held_object.any()
