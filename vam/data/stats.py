@@ -4,6 +4,11 @@ For every embodiment and every vector field (native `action`, proprio `state`, e
 and `hand_keypoints` for the hand) we store mean, std, min, max and the 1st/99th percentiles over
 all train-split steps, in the embodiment's native (unpadded) width. The input pipeline chooses
 mean/std or quantile scaling from these; both survive a round trip exactly.
+
+Action chunks are expressed relative to the current pose (vam/embodiment.py), so we also store the
+statistics of those relative targets, over every (t, t + k) pair with k = 1..RELATIVE_HORIZON:
+`eef_relative` (9: position and 6D rotation in the current end-effector frame) and, for the hand,
+`hand_relative` (24: wrist pose and fingertips in the current wrist frame).
 """
 
 import json
@@ -12,15 +17,28 @@ import os
 import numpy as np
 
 FIELDS = ("action", "state", "eef", "hand_keypoints")
+RELATIVE_FIELDS = ("eef_relative", "hand_relative")
+RELATIVE_HORIZON = 32
 FILENAME = "normalization.json"
 
 
+def _relative_chunks(x: np.ndarray, relative) -> np.ndarray:
+  """All (t, t+k) relative targets of a per-step pose track x (T, D), k = 1..RELATIVE_HORIZON."""
+  out = [relative(x[t], x[t + 1:t + 1 + RELATIVE_HORIZON]) for t in range(len(x) - 1)]
+  return np.concatenate(out).astype(np.float32) if out else np.zeros((0, x.shape[-1]), np.float32)
+
+
 def accumulate(acc: dict, episode) -> None:
-  per = acc.setdefault(episode.embodiment, {"episodes": 0, **{f: [] for f in FIELDS}})
+  from vam import embodiment  # pylint: disable=g-import-not-at-top
+  per = acc.setdefault(episode.embodiment, {"episodes": 0, **{f: [] for f in FIELDS + RELATIVE_FIELDS}})
   per["episodes"] += 1
   for f in FIELDS:
     if f in episode.steps:
       per[f].append(np.asarray(episode.steps[f], np.float64).reshape(episode.length, -1))
+  per["eef_relative"].append(_relative_chunks(np.asarray(episode.steps["eef"], np.float64), embodiment.relative_pose))
+  if "hand_keypoints" in episode.steps:
+    per["hand_relative"].append(
+        _relative_chunks(np.asarray(episode.steps["hand_keypoints"], np.float64), embodiment.relative_hand))
 
 
 def summarize(x: np.ndarray) -> dict:
@@ -32,12 +50,14 @@ def finalize(acc: dict) -> dict:
   from vam.sim import embodiments  # pylint: disable=g-import-not-at-top
   out = {}
   for name, per in acc.items():
-    entry = {"num_episodes": per["episodes"], "action_names": list(embodiments.EMBODIMENTS[name].action_names)}
-    for f in FIELDS:
-      if per[f]:
+    entry = {"num_episodes": per["episodes"], "action_names": list(embodiments.EMBODIMENTS[name].action_names),
+             "relative_horizon": RELATIVE_HORIZON}
+    for f in FIELDS + RELATIVE_FIELDS:
+      if per[f] and sum(len(x) for x in per[f]):
         x = np.concatenate(per[f])
         entry[f] = summarize(x)
-        entry["num_steps"] = int(len(x))
+        if f in FIELDS:
+          entry["num_steps"] = int(len(x))
     out[name] = entry
   return out
 

@@ -1,0 +1,1 @@
+"""The grain input pipeline: TFDS episodes -> windows -> normalised unified actions -> mixture -> batches."""

@@ -1,0 +1,84 @@
+"""Random access to the episodes of one dataset split (TFDS array_record via `tfds.data_source`).
+
+Validates the dataset against what the pipeline reads and fails naming the file and field.
+"""
+
+import json
+import os
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from vam.data import stats as stats_lib
+
+REQUIRED_STEP_FIELDS = ("observation/state", "observation/eef", "action", "language_instruction", "is_first",
+                        "is_last")
+REQUIRED_METADATA = ("embodiment", "action_dim", "state_dim")
+
+
+def _feature_paths(features: dict, prefix="") -> set:
+  paths = set()
+  for k, v in features.items():
+    paths.add(prefix + k)
+    inner = v.get("featuresDict", {}).get("features") if isinstance(v, dict) else None
+    if inner is None and isinstance(v, dict) and "sequence" in v:
+      inner = v["sequence"]["feature"].get("featuresDict", {}).get("features")
+    if inner:
+      paths |= _feature_paths(inner, prefix + k + "/")
+  return paths
+
+
+class EpisodeSource:
+  """One split of one dataset: `len()`, per-episode lengths, and `episode(i)` as numpy arrays."""
+
+  def __init__(self, dataset_dir: str, split: str = "train", camera: str = "front"):
+    if not os.path.isdir(dataset_dir):
+      raise FileNotFoundError(f"dataset directory {dataset_dir!r} does not exist (build it with vam.data.build)")
+    features_file = os.path.join(dataset_dir, "features.json")
+    if not os.path.exists(features_file):
+      raise FileNotFoundError(f"{dataset_dir!r} is not a TFDS dataset: no features.json")
+    with open(features_file) as f:
+      top = json.load(f)["featuresDict"]["features"]
+    paths = _feature_paths(top)
+    self.image_key = f"observation/image_{camera}"
+    for field in REQUIRED_STEP_FIELDS + (self.image_key,):
+      if f"steps/{field}" not in paths:
+        raise ValueError(f"dataset {dataset_dir}: field steps/{field} is missing ({features_file})")
+    for field in REQUIRED_METADATA:
+      if f"episode_metadata/{field}" not in paths:
+        raise ValueError(f"dataset {dataset_dir}: field episode_metadata/{field} is missing ({features_file})")
+    self.has_hand = "steps/observation/hand_keypoints" in paths
+    self.dir, self.split, self.camera = dataset_dir, split, camera
+    builder = tfds.builder_from_directory(dataset_dir)
+    if split not in builder.info.splits:
+      raise ValueError(f"dataset {dataset_dir}: no split {split!r}; splits: {list(builder.info.splits)}")
+    self.source = builder.as_data_source(split=split)
+    self.stats = stats_lib.read(dataset_dir)
+    metas = [self.source[i]["episode_metadata"] for i in range(len(self.source))]
+    self.embodiment = [m["embodiment"].decode() for m in metas]
+    self.lengths = np.array([len(self.source[i]["steps"]) for i in range(len(self.source))])
+
+  def __len__(self):
+    return len(self.source)
+
+  def episode(self, i: int) -> dict:
+    """All steps of episode `i`: images (T, H, W, 3) uint8; state/eef/action float32 at their true width."""
+    ep = self.source[int(i)]
+    meta = ep["episode_metadata"]
+    steps = list(ep["steps"])
+    a_dim, s_dim = int(meta["action_dim"]), int(meta["state_dim"])
+    obs = [s["observation"] for s in steps]
+    out = dict(
+        embodiment=meta["embodiment"].decode(),
+        instruction=steps[0]["language_instruction"].decode(),
+        images=np.stack([o[f"image_{self.camera}"] for o in obs]),
+        state=np.stack([o["state"] for o in obs])[:, :s_dim].astype(np.float32),
+        eef=np.stack([o["eef"] for o in obs]).astype(np.float32),
+        action=np.stack([s["action"] for s in steps])[:, :a_dim].astype(np.float32),
+    )
+    if self.has_hand:
+      out["hand_keypoints"] = np.stack([o["hand_keypoints"] for o in obs]).astype(np.float32)
+    for key in ("state", "eef", "action", "hand_keypoints"):
+      if key in out and not np.isfinite(out[key]).all():
+        raise ValueError(f"dataset {self.dir} split {self.split} episode {i}: non-finite values in {key}")
+    return out

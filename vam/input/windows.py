@@ -1,0 +1,75 @@
+"""Episode -> training window: context frames, future frames, proprio, a unified action chunk, masks.
+
+For a step t of an episode of length T:
+  images          (H_o, H, W, 3)  frames t-H_o+1 .. t (clamped at 0; `image_mask` marks real ones)
+  future_images   (H_f, H, W, 3)  frames t+1 .. t+H_f (clamped at T-1; `future_mask`)
+  proprio         (P,)            normalised native state at t, zero-padded to P
+  actions         (H_a, A)        normalised unified chunk: pose targets t+1..t+H_a relative to t, native
+                                  actions t..t+H_a-1; `action_mask` (H_a, A) = valid slot dims x valid steps
+Steps past the episode end repeat the last valid target and are masked out.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from vam import embodiment as embodiment_lib
+
+INSTRUCTION_BYTES = 96
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowSpec:
+  context_frames: int = 2  # H_o
+  future_frames: int = 0  # H_f (the video model's targets; 0 for action-only policies)
+  action_horizon: int = 8  # H_a
+  proprio_dim: int = 17  # P: widest proprio of the embodiments in the mixture
+
+
+def encode_instruction(text: str) -> np.ndarray:
+  """UTF-8 bytes, zero-padded/truncated to INSTRUCTION_BYTES (a fixed shape for batching)."""
+  raw = np.frombuffer(text.encode("utf-8")[:INSTRUCTION_BYTES], np.uint8)
+  return np.pad(raw, (0, INSTRUCTION_BYTES - len(raw)))
+
+
+def decode_instruction(codes: np.ndarray) -> str:
+  return bytes(np.asarray(codes, np.uint8)).rstrip(b"\0").decode("utf-8", errors="replace")
+
+
+def unified_chunk(ep: dict, t: int, horizon: int, space: embodiment_lib.ActionSpace):
+  """Raw (un-normalised) unified action chunk (H_a, A) and its validity mask (H_a, A)."""
+  name, T = ep["embodiment"], len(ep["action"])
+  ks = np.arange(horizon)
+  valid_t = t + 1 + ks <= T - 1  # the pose reached after action t+k must exist
+  nxt = np.minimum(t + 1 + ks, T - 1)
+  act = np.minimum(t + ks, T - 1)
+  chunk = np.zeros((horizon, space.dim), np.float32)
+  for slot in space.own_slots(name):
+    if slot.kind == "hand":
+      chunk[:, slot.slice] = embodiment_lib.relative_hand(ep["hand_keypoints"][t], ep["hand_keypoints"][nxt])
+    elif slot.kind == "eef":
+      rel = embodiment_lib.relative_pose(ep["eef"][t], ep["eef"][nxt])
+      chunk[:, slot.slice] = np.concatenate([rel, ep["action"][act, -1:]], axis=-1)
+    else:
+      chunk[:, slot.slice] = ep["action"][act]
+  mask = valid_t[:, None] & space.embodiment_mask(name)[None, :]
+  return chunk, mask
+
+
+def make_window(ep: dict, t: int, spec: WindowSpec, space, normalizer) -> dict:
+  T = len(ep["action"])
+  ctx = t - spec.context_frames + 1 + np.arange(spec.context_frames)
+  fut = t + 1 + np.arange(spec.future_frames)
+  chunk, mask = unified_chunk(ep, t, spec.action_horizon, space)
+  name = ep["embodiment"]
+  return dict(
+      images=ep["images"][np.clip(ctx, 0, T - 1)],
+      image_mask=ctx >= 0,
+      future_images=ep["images"][np.clip(fut, 0, T - 1)],
+      future_mask=fut <= T - 1,
+      proprio=normalizer.normalize_state(name, ep["state"][t]),
+      actions=np.where(mask, normalizer.normalize_actions(name, chunk), 0.0).astype(np.float32),
+      action_mask=mask,
+      embodiment_id=np.int32(space.embodiments.index(name)),
+      instruction=encode_instruction(ep["instruction"]),
+  )
