@@ -58,7 +58,6 @@ class Arm6(base.Embodiment):
     return self.joint_names()
 
   def home_qpos(self, m):
-    self._arm = np.arange(6)
     mount = m.body_pos[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, self.p("base"))]
     target = mount + np.array([0.3, 0.0, 0.25])
     # IK only over the six arm joints: bind a temporary view with the arm's indices.
