@@ -1,0 +1,1 @@
+"""Training: the loop, mesh and partitioning, optimizer, orbax checkpointing, metrics."""
