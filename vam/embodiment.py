@@ -18,6 +18,7 @@ import dataclasses
 import numpy as np
 
 from vam.sim import embodiments as sim_embodiments
+from vam.sim import geometry
 
 HAND = "human_hand"
 HAND_DIM = 24
@@ -77,16 +78,9 @@ class ActionSpace:
 
 
 # ---- relative poses (numpy) --------------------------------------------------------------------------
-def rot6d_to_mat(r6: np.ndarray) -> np.ndarray:
-  a, b = r6[..., :3], r6[..., 3:]
-  c0 = a / np.linalg.norm(a, axis=-1, keepdims=True)
-  b = b - np.sum(c0 * b, axis=-1, keepdims=True) * c0
-  c1 = b / np.linalg.norm(b, axis=-1, keepdims=True)
-  return np.stack([c0, c1, np.cross(c0, c1)], axis=-1)
-
-
-def mat_to_rot6d(mat: np.ndarray) -> np.ndarray:
-  return np.concatenate([mat[..., :, 0], mat[..., :, 1]], axis=-1)
+# The one 6D-rotation convention (numpy in, numpy out).
+rot6d_to_mat = geometry.mat_from_rot6d
+mat_to_rot6d = geometry.rot6d_from_mat
 
 
 def relative_pose(current: np.ndarray, future: np.ndarray) -> np.ndarray:

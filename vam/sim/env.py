@@ -164,7 +164,7 @@ class Env:
         self.mj_model.body_mocapid[self.mj_model.body_mocapid >= 0])])
     mocap_quat = jnp.tile(jnp.asarray([1.0, 0, 0, 0]), (self.mj_model.nmocap, 1))
     m = idx.mocap
-    mocap_pos = mocap_pos.at[m["table"]].set(jnp.asarray([0.0, 0.0, 0.0]) + jnp.stack([0.0, 0.0, table_z - scene.TABLE_HALF[2]]))
+    mocap_pos = mocap_pos.at[m["table"]].set(jnp.stack([0.0, 0.0, table_z - scene.TABLE_HALF[2]]))
     mocap_pos = mocap_pos.at[m["bowl"]].set(jnp.where(is_place, jnp.append(bowl_xy, table_z), far(0)))
     mocap_pos = mocap_pos.at[m["zone"]].set(jnp.where(is_push, jnp.append(zone_xy, table_z), far(1)))
     ball_z = table_z + jax.random.uniform(next(keys), (), minval=0.05, maxval=0.16)

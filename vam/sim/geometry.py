@@ -1,4 +1,5 @@
-"""Rotation helpers shared by the sim, the experts and the action space (jnp, jit-safe).
+"""Rotation helpers shared by the sim, the experts and the action space (jit-safe; the 6D helpers also
+take numpy arrays and then stay in numpy).
 
 Conventions: quaternions are MuJoCo's [w, x, y, z]; rotation matrices act on column vectors;
 the 6D rotation is the first two *columns* of the matrix (Zhou et al. 2019), flattened as
@@ -6,21 +7,28 @@ the 6D rotation is the first two *columns* of the matrix (Zhou et al. 2019), fla
 """
 
 import jax.numpy as jnp
+import numpy as np
+
+
+def _xp(x):
+  """numpy for numpy inputs (host code, e.g. grain workers), jax.numpy otherwise (jitted code)."""
+  return np if isinstance(x, np.ndarray) else jnp
 
 
 def rot6d_from_mat(mat):
   """(..., 3, 3) -> (..., 6): first two columns."""
-  return jnp.concatenate([mat[..., :, 0], mat[..., :, 1]], axis=-1)
+  return _xp(mat).concatenate([mat[..., :, 0], mat[..., :, 1]], axis=-1)
 
 
 def mat_from_rot6d(r6):
   """(..., 6) -> (..., 3, 3) by Gram-Schmidt; exact inverse of `rot6d_from_mat` on rotations."""
+  xp = _xp(r6)
   a, b = r6[..., :3], r6[..., 3:]
-  c0 = a / jnp.linalg.norm(a, axis=-1, keepdims=True)
-  b = b - jnp.sum(c0 * b, axis=-1, keepdims=True) * c0
-  c1 = b / jnp.linalg.norm(b, axis=-1, keepdims=True)
-  c2 = jnp.cross(c0, c1)
-  return jnp.stack([c0, c1, c2], axis=-1)
+  c0 = a / xp.linalg.norm(a, axis=-1, keepdims=True)
+  b = b - xp.sum(c0 * b, axis=-1, keepdims=True) * c0
+  c1 = b / xp.linalg.norm(b, axis=-1, keepdims=True)
+  c2 = xp.cross(c0, c1)
+  return xp.stack([c0, c1, c2], axis=-1)
 
 
 def mat_from_yaw(yaw):
