@@ -18,6 +18,7 @@ INSTALL_REQUIRES = [
     "numpy>=2.0",
     "absl-py>=2.1",
     "tqdm>=4.66",
+    "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
     "imageio>=2.34",
     "imageio-ffmpeg>=0.5",  # ships its own ffmpeg binary: preview videos need no system packages
     "importlib_resources>=6",  # tensorflow-datasets imports it without declaring it

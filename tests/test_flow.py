@@ -50,3 +50,53 @@ def test_integrators_follow_the_exact_flow(integrator):
   velocity = lambda x, tau: (x - x0) / tau[:, None]
   out = integrator(velocity, jnp.array([[3.0, 1.0]]), num_steps=10, tau_end=0.0)
   np.testing.assert_allclose(out, x0, atol=1e-5)
+
+
+def test_flow_matching_learns_two_modes_where_regression_averages():
+  """1-D actions at -1 or +1 (50/50, same condition): flow samples land in both modes; an L2 regression head
+  trained on the same data predicts their mean, which is neither mode."""
+  import optax
+  from flax import nnx
+  from vam.models import action_decoder
+
+  cfg = action_decoder.DecoderConfig(action_dim=1, proprio_dim=1, horizon=1, cond_dim=8, width=32, depth=1, heads=2,
+                                     time_dim=32, bilinear_rank=4)
+  b = 256
+  cond, proprio = jnp.zeros((b, 1, 8)), jnp.zeros((b, 1))
+
+  def data(rng):
+    k1, k2 = jax.random.split(rng)
+    return jnp.where(jax.random.bernoulli(k1, 0.5, (b, 1, 1)), 1.0, -1.0) + 0.05 * jax.random.normal(k2, (b, 1, 1))
+
+  def fit(loss_fn, steps=400):
+    model = action_decoder.ActionDecoder(cfg, rngs=nnx.Rngs(0))
+    opt = nnx.Optimizer(model, optax.adam(3e-3), wrt=nnx.Param)
+
+    @nnx.jit
+    def step(model, opt, rng):
+      loss, grads = nnx.value_and_grad(loss_fn)(model, rng)
+      opt.update(model, grads)
+      return loss
+
+    for i in range(steps):
+      step(model, opt, jax.random.PRNGKey(i))
+    return model
+
+  def flow_loss(model, rng):
+    k0, k1, k2 = jax.random.split(rng, 3)
+    x0, eps, tau = data(k0), jax.random.normal(k1, (b, 1, 1)), flow.sample_time(k2, (b,), "uniform")
+    return flow.loss(model(flow.interpolate(x0, eps, tau), tau, proprio, cond), x0, eps)
+
+  def regression_loss(model, rng):  # the decoder as a plain regressor: output = the action
+    return jnp.mean((model(jnp.zeros((b, 1, 1)), jnp.zeros((b,)), proprio, cond) - data(rng)) ** 2)
+
+  flow_model = fit(flow_loss)
+  samples = nnx.jit(lambda m: flow.euler(lambda x, t: m(x, t, proprio, cond), jax.random.normal(
+      jax.random.PRNGKey(99), (b, 1, 1)), 20))(flow_model).ravel()
+  near_pos, near_neg = np.mean(np.abs(samples - 1) < 0.3), np.mean(np.abs(samples + 1) < 0.3)
+  assert near_pos > 0.3 and near_neg > 0.3, (near_pos, near_neg)
+  assert np.mean(np.abs(samples) < 0.5) < 0.1  # little mass between the modes
+
+  reg = fit(regression_loss)
+  pred = np.asarray(reg(jnp.zeros((b, 1, 1)), jnp.zeros((b,)), proprio, cond)).ravel()
+  assert np.all(np.abs(pred) < 0.3)  # the mean of the modes: neither -1 nor +1

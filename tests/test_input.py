@@ -1,8 +1,6 @@
 """Input pipeline: windows and masks at episode boundaries, normalisation round trip, determinism, mixture."""
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -10,19 +8,12 @@ import pytest
 from vam import embodiment as embodiment_lib
 from vam.input import normalize, pipeline, windows
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEC = windows.WindowSpec(context_frames=3, future_frames=2, action_horizon=6, proprio_dim=17)
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  d = str(tmp_path_factory.mktemp("input_data"))
-  cmd = [sys.executable, "-m", "vam.data.build", "--config", "experiments/datasets.py:tiny", "--data_dir", d,
-         "--no_preview", "--config.tasks=['reach', 'push']", "--config.datasets.sim_robot.embodiments=['arm6']",
-         "--config.datasets.sim_robot.episodes_per_task=2", "--config.datasets.sim_human.episodes_per_task=2"]
-  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return d
+@pytest.fixture
+def data_dir(tiny_data_dir):
+  return tiny_data_dir
 
 
 def _pipeline(data_dir, weights=(0.5, 0.5)):

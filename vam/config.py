@@ -53,6 +53,8 @@ def _parse_value(key: str, text: str, current):
     value = float(value)
   if isinstance(current, (tuple, list)) and isinstance(value, (tuple, list)):
     return type(current)(value)
+  if isinstance(current, ml_collections.ConfigDict) and isinstance(value, dict):
+    return ml_collections.ConfigDict(value)  # e.g. --config.data.mixture="{'sim_robot': 1.0}"
   if not isinstance(value, type(current)):
     raise ConfigError(f"--config.{key}={text!r}: expected {type(current).__name__}, got {type(value).__name__}")
   return value

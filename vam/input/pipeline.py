@@ -1,7 +1,7 @@
 """grain pipeline: per-dataset windows (shuffled per epoch, sharded per host) -> weighted mixture -> batches.
 
-    loader = InputPipeline(config.data, space, split='train', seed=0)
-    it = iter(loader.dataset(batch_size=32))     # per-host numpy batches; it.get_state()/set_state()
+    loader = InputPipeline(entries_from_config(config.data_dir, config.data), spec, space)
+    it = iter(loader.dataset(batch_size=32, seed=0))     # per-host numpy batches; it.get_state()/set_state()
     batch = to_global(next(it), sharding)          # global jax.Array sharded over the data axes
 
 Each host reads only its shard (`shard_index::shard_count` of every dataset's window index, default
@@ -24,8 +24,10 @@ from vam.input import normalize, sources, windows
 class WindowSource:
   """grain random-access source: index i -> one training window (plus its provenance)."""
 
-  def __init__(self, episodes: sources.EpisodeSource, spec: windows.WindowSpec, space, normalizer, dataset_id: int):
+  def __init__(self, episodes: sources.EpisodeSource, spec: windows.WindowSpec, space, normalizer, dataset_id: int,
+               cache_mb: float = 256):
     self.episodes, self.spec, self.space, self.normalizer, self.dataset_id = episodes, spec, space, normalizer, dataset_id
+    self.cache_bytes, self._cached_bytes = cache_mb * 2 ** 20, 0
     # Every step that has at least one future pose to predict (t <= T - 2).
     self.index = np.array([(e, t) for e, T in enumerate(episodes.lengths) for t in range(max(T - 1, 0))], np.int64)
     if not len(self.index):
@@ -36,17 +38,26 @@ class WindowSource:
     return len(self.index)
 
   def _episode(self, e):
-    if e not in self._cache:
-      self._cache[e] = self.episodes.episode(e)
-      if len(self._cache) > 16:
-        self._cache.popitem(last=False)
-    return self._cache[e]
+    """Decoded episodes in an LRU cache bounded in bytes (windows of one episode share its decode)."""
+    if e in self._cache:
+      self._cache.move_to_end(e)
+      return self._cache[e]
+    ep = self.episodes.episode(e)
+    self._cache[e] = ep
+    self._cached_bytes += _nbytes(ep)
+    while self._cached_bytes > self.cache_bytes and len(self._cache) > 1:
+      self._cached_bytes -= _nbytes(self._cache.popitem(last=False)[1])
+    return ep
 
   def __getitem__(self, i):
     e, t = (int(x) for x in self.index[i])
     w = windows.make_window(self._episode(e), t, self.spec, self.space, self.normalizer)
     w["provenance"] = np.array([self.dataset_id, e, t], np.int32)  # which window: for NaN reports
     return w
+
+
+def _nbytes(episode: dict) -> int:
+  return sum(v.nbytes for v in episode.values() if isinstance(v, np.ndarray))
 
 
 @dataclasses.dataclass
@@ -56,13 +67,15 @@ class DatasetEntry:
   weight: float
 
 
-def entries_from_config(data_config) -> list[DatasetEntry]:
-  """`config.data.mixture` {name: weight} under `config.data.data_dir` -> entries (checked)."""
+def entries_from_config(data_dir: str, data_config) -> list[DatasetEntry]:
+  """`config.data.mixture` {name: weight} under `config.data_dir` -> entries (checked)."""
+  if not os.path.isdir(data_dir):
+    raise FileNotFoundError(f"config.data_dir={data_dir!r} does not exist (build it with python -m vam.data.build)")
   out = []
   for name, weight in data_config.mixture.items():
     if weight < 0:
       raise ValueError(f"config.data.mixture.{name}: weight {weight} must be >= 0")
-    path = os.path.join(data_config.data_dir, name, data_config.get("version", "1.0.0"))
+    path = os.path.join(data_dir, name, data_config.version)
     out.append(DatasetEntry(name, path, float(weight)))
   if not any(e.weight > 0 for e in out):
     raise ValueError("config.data.mixture: at least one dataset needs a positive weight")
@@ -73,7 +86,7 @@ class InputPipeline:
   """Opens the datasets of a mixture, builds the normaliser from their stored statistics."""
 
   def __init__(self, entries, spec: windows.WindowSpec, space: embodiment_lib.ActionSpace, split="train",
-               camera="front", norm_mode="quantile"):
+               camera="front", norm_mode="quantile", cache_mb: float = 256):
     self.entries, self.spec, self.space, self.split = entries, spec, space, split
     self.episodes = [sources.EpisodeSource(e.path, split, camera) for e in entries]
     for e, src in zip(entries, self.episodes):
@@ -83,7 +96,8 @@ class InputPipeline:
                          f"{list(space.embodiments)}")
     self.stats = normalize.merge_stats(*[s.stats for s in self.episodes])
     self.normalizer = normalize.Normalizer(self.stats, space, spec.proprio_dim, norm_mode)
-    self.sources = [WindowSource(s, spec, space, self.normalizer, i) for i, s in enumerate(self.episodes)]
+    # The cache budget is per dataset and per worker process.
+    self.sources = [WindowSource(s, spec, space, self.normalizer, i, cache_mb) for i, s in enumerate(self.episodes)]
 
   def dataset(self, batch_size: int, seed: int = 0, shard_index: int | None = None, shard_count: int | None = None,
               workers: int = 0, prefetch_buffer: int = 2) -> grain.IterDataset:

@@ -22,6 +22,9 @@ class BaselineConfig:
   sample_steps: int = 10
 
 
+INPUT_KEYS = ("images", "instruction", "embodiment_id", "proprio", "actions", "action_mask")  # what loss() reads
+
+
 class ImageBaseline(nnx.Module):
   def __init__(self, cfg: BaselineConfig, *, rngs: nnx.Rngs):
     if cfg.decoder.cond_dim != cfg.encoder.width:
@@ -62,3 +65,20 @@ class ImageBaseline(nnx.Module):
     shape = batch["action_mask"].shape
     velocity = lambda x, tau: self.decoder(x, tau, batch["proprio"], cond, cond_mask=cond_mask)
     return flow.euler(velocity, jax.random.normal(rng, shape), num_steps or self.cfg.sample_steps)
+
+
+POLICIES = ("image_baseline",)
+
+
+def from_config(model_cfg, *, action_dim: int, proprio_dim: int, horizon: int, frames: int, image_size: int,
+                num_embodiments: int, rngs: nnx.Rngs) -> nnx.Module:
+  """The policy `config.model.name` with its sizes from `config.model` and the data's shapes."""
+  if model_cfg.name not in POLICIES:
+    raise ValueError(f"config.model.name={model_cfg.name!r}; valid: {list(POLICIES)}")
+  enc = encoders.EncoderConfig(**dict(model_cfg.encoder), image_size=image_size, frames=frames,
+                               num_embodiments=num_embodiments)
+  dec = action_decoder.DecoderConfig(**dict(model_cfg.decoder), action_dim=action_dim, proprio_dim=proprio_dim,
+                                     horizon=horizon, cond_dim=enc.width)
+  cfg = BaselineConfig(enc, dec, proprio_dropout=model_cfg.proprio_dropout,
+                       action_time_sampler=model_cfg.action_time_sampler, sample_steps=model_cfg.sample_steps)
+  return ImageBaseline(cfg, rngs=rngs)

@@ -1,0 +1,94 @@
+"""The checkpoint contract (DESIGN.md), shared by the trainer (writes) and the eval harness (reads).
+
+    W/checkpoints/<step>/
+      state/        train state: {step, params, opt_state, rng}          (orbax StandardSave, sharded)
+      ema_params/   EMA params, the inference weights                     (orbax StandardSave, sharded)
+      data/         grain iterator state, one JSON per process            (grain CheckpointHandler)
+      assets/       {format, config, normalization, action_space, window} (JSON)
+
+Orbax writes each step into a temporary folder and renames it when every item is committed, so a
+reader that lists steps through a manager never sees a half-written checkpoint. This module must not
+import `vam.train` (the eval harness restores params only).
+"""
+
+import os
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+FORMAT = "vam-checkpoint-v1"
+STATE, EMA, DATA, ASSETS = "state", "ema_params", "data", "assets"
+ITEMS = (STATE, EMA, DATA, ASSETS)
+# Config groups that fix the parameter and batch shapes: a checkpoint only resumes under equal values.
+SHAPE_KEYS = ("model", "data.context_frames", "data.future_frames", "data.action_horizon", "data.proprio_dim",
+              "data.embodiments", "optimizer.name")
+
+
+class CheckpointError(ValueError):
+  pass
+
+
+def directory(workdir: str) -> str:
+  return os.path.join(os.path.abspath(workdir), "checkpoints")
+
+
+def manager(workdir: str, *, max_to_keep: int | None = None, keep_period: int | None = None,
+            async_save: bool = True, read_only: bool = False) -> ocp.CheckpointManager:
+  """A CheckpointManager over `W/checkpoints` with the contract's items (grain state as its own handler)."""
+  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, keep_period=keep_period or None,
+                                         enable_async_checkpointing=async_save, create=not read_only,
+                                         read_only=read_only)
+  handlers = {STATE: ocp.StandardCheckpointHandler(), EMA: ocp.StandardCheckpointHandler(),
+              DATA: grain.checkpoint.CheckpointHandler(), ASSETS: ocp.JsonCheckpointHandler()}
+  return ocp.CheckpointManager(directory(workdir), options=options, item_handlers=handlers)
+
+
+def read_assets(mngr: ocp.CheckpointManager, step: int) -> dict:
+  """The assets item of `step`, checked for the format version."""
+  path = os.path.join(str(mngr.directory), str(step), ASSETS)
+  if not os.path.isdir(path):
+    raise CheckpointError(f"checkpoint {os.path.dirname(path)} has no {ASSETS!r} item (not written by vam.train)")
+  assets = mngr.restore(step, args=ocp.args.Composite(**{ASSETS: ocp.args.JsonRestore()}))[ASSETS]
+  if assets.get("format") != FORMAT:
+    raise CheckpointError(f"checkpoint {os.path.dirname(path)}: format {assets.get('format')!r}, "
+                          f"this version of vam reads {FORMAT!r}")
+  return assets
+
+
+def _get(config: dict, dotted: str):
+  node = config
+  for part in dotted.split("."):
+    if not isinstance(node, dict) or part not in node:
+      return "<missing>"
+    node = node[part]
+  return node
+
+
+def _diff(a, b, prefix: str) -> list[str]:
+  if isinstance(a, dict) and isinstance(b, dict):
+    out = []
+    for k in sorted(set(a) | set(b)):
+      out += _diff(a.get(k, "<missing>"), b.get(k, "<missing>"), f"{prefix}.{k}")
+    return out
+  return [] if a == b else [f"{prefix}: checkpoint has {a!r}, config has {b!r}"]
+
+
+def check_compatible(saved: dict, current: dict, where: str) -> None:
+  """Raises naming every shape-relevant config key or layout that differs between two assets dicts."""
+  problems = []
+  for key in SHAPE_KEYS:
+    problems += _diff(_get(saved["config"], key), _get(current["config"], key), f"config.{key}")
+  if saved.get("action_space") != current.get("action_space"):
+    problems.append("action_space: the unified action layout differs (embodiments or slot sizes)")
+  if problems:
+    raise CheckpointError(f"the checkpoint in {where} was written by an incompatible config:\n  " +
+                          "\n  ".join(problems[:20]) + "\nuse a new --workdir, or the config it was trained with.")
+
+
+def abstract_like(tree, shardings=None):
+  """ShapeDtypeStructs (carrying the target shardings) for restoring `tree`'s structure onto devices."""
+  if shardings is None:
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+

@@ -1,0 +1,41 @@
+"""`python -m vam.train --config experiments/<exp>.py[:args] --workdir W [--config.key=value ...]`."""
+
+import sys
+import traceback
+
+from absl import app, flags, logging
+
+from vam import config as config_lib
+
+flags.DEFINE_string("config", None, "config file, `path.py[:args]`")
+flags.DEFINE_string("workdir", None, "where checkpoints, metrics and the resolved config go; resumes if it has them")
+flags.DEFINE_integer("stop_after_steps", None, "stop with a checkpoint after this many steps of this run "
+                     "(fits a job time limit; the next run resumes)")
+FLAGS = flags.FLAGS
+_OVERRIDES = []
+
+
+def parse_flags(argv):
+  """absl parses our flags; `--config.key=value` overrides are taken out first (absl would reject them)."""
+  rest, overrides = config_lib.split_overrides(argv[1:])
+  _OVERRIDES.extend(overrides)
+  return FLAGS([argv[0]] + rest)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not FLAGS.config or not FLAGS.workdir:
+    raise app.UsageError("both --config and --workdir are required")
+  logging.set_verbosity(logging.WARNING)  # libraries; vam's own progress lines use vam.log
+  config = config_lib.load(FLAGS.config, _OVERRIDES)
+  from vam.train import train  # pylint: disable=g-import-not-at-top  (after flags: fast --help)
+  train.train(config, FLAGS.workdir, stop_after=FLAGS.stop_after_steps)
+
+
+if __name__ == "__main__":
+  try:
+    app.run(main, flags_parser=parse_flags)
+  except (ValueError, FileNotFoundError, FloatingPointError) as e:  # bad input: the message names it
+    traceback.print_exc()
+    sys.exit(f"error: {e}")

@@ -1,0 +1,100 @@
+"""Metrics: a JSONL file and TensorBoard event files (process 0 only), and MFU accounting.
+
+MFU = model FLOPs per step / step time / peak FLOP/s. FLOPs come from XLA's cost analysis of the
+compiled train step (per device, times the device count). The peak is measured in this process at
+start-up with a large matmul: on CPU all forced host devices share one set of cores, so the peak is
+one device's; on accelerators it is one device's times the device count.
+"""
+
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class Writer:
+  """Appends one JSON row per log step to `W/metrics.jsonl` and mirrors scalars to TensorBoard."""
+
+  def __init__(self, workdir: str, enabled: bool = True):
+    self.enabled = enabled
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._tb = None
+    if enabled:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30)
+
+  def write(self, step: int, scalars: dict) -> None:
+    if not self.enabled:
+      return
+    row = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
+    with open(self.path, "a") as f:
+      f.write(json.dumps(row) + "\n")
+    for k, v in row.items():
+      if k != "step" and np.isfinite(v):
+        self._tb.add_scalar(k, v, step)
+
+  def close(self):
+    if self._tb is not None:
+      self._tb.close()
+
+
+def read(path: str) -> list[dict]:
+  """Rows of a metrics.jsonl; a row for a step logged twice (a run resumed before it) keeps the newest."""
+  rows = {}
+  with open(path) as f:
+    for line in f:
+      if line.strip():
+        row = json.loads(line)
+        rows[row["step"]] = row
+  return [rows[s] for s in sorted(rows)]
+
+
+def measure_peak_flops(size: int | None = None, dtype=None, repeats: int = 5) -> float:
+  """Best achieved FLOP/s of a square matmul on device 0 (times the device count off CPU)."""
+  device = jax.devices()[0]
+  on_cpu = device.platform == "cpu"
+  size = size or (1024 if on_cpu else 8192)
+  dtype = dtype or (jnp.float32 if on_cpu else jnp.bfloat16)
+  a = jax.device_put(jnp.ones((size, size), dtype), device)
+  matmul = jax.jit(lambda x: x @ x)
+  matmul(a).block_until_ready()
+  best = float("inf")
+  for _ in range(repeats):
+    t = time.perf_counter()
+    matmul(a).block_until_ready()
+    best = min(best, time.perf_counter() - t)
+  per_device = 2.0 * size ** 3 / best
+  return per_device if on_cpu else per_device * jax.device_count()
+
+
+def compiled_flops(compiled) -> float:
+  """Total FLOPs of one call of a compiled (possibly SPMD-partitioned) function; NaN if XLA gives none."""
+  try:
+    cost = compiled.cost_analysis()
+  except Exception:  # pylint: disable=broad-except
+    return float("nan")
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else {}
+  flops = (cost or {}).get("flops", float("nan"))
+  return float(flops) * compiled_device_count(compiled)
+
+
+def compiled_device_count(compiled) -> int:
+  try:
+    return len(compiled.input_shardings[0][0].device_set)
+  except Exception:  # pylint: disable=broad-except
+    return 1
+
+
+def describe_memory(compiled) -> str:
+  """XLA's memory analysis of a compiled function, per device, in MiB."""
+  try:
+    m = compiled.memory_analysis()
+    mib = lambda b: f"{b / 2 ** 20:.1f} MiB"
+    return (f"arguments {mib(m.argument_size_in_bytes)}, outputs {mib(m.output_size_in_bytes)} "
+            f"(aliased {mib(m.alias_size_in_bytes)}), temporaries {mib(m.temp_size_in_bytes)}")
+  except Exception:  # pylint: disable=broad-except
+    return "unavailable"

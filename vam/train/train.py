@@ -1,0 +1,303 @@
+"""The training loop: datasets on disk -> a sharded, checkpointed, resumable policy.
+
+    python -m vam.train --config experiments/quickstart.py --workdir W [--config.key=value ...]
+
+Read top to bottom: inputs, mesh, model (abstract init -> shardings -> jitted init), checkpoints
+(resume from the newest one, after checking it fits this config), the pure train step (compiled
+ahead of time, so its FLOPs and memory are known before step 1), then the loop with metrics, a
+NaN/Inf guard and periodic asynchronous checkpoints. Workdir layout:
+
+    W/config.json        the resolved config of the latest start
+    W/metrics.jsonl      one row per log step (step, losses, lr, grad norm, step time, examples/s, MFU)
+    W/tensorboard/       the same scalars as TensorBoard events
+    W/checkpoints/<step> the items of vam/checkpoints.py
+"""
+
+import dataclasses
+import functools
+import json
+import os
+import time
+from typing import Any, Callable
+
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from vam import checkpoints
+from vam import config as config_lib
+from vam import embodiment as embodiment_lib
+from vam import log as log_lib
+from vam.input import pipeline, windows
+from vam.models import policies
+from vam.train import metrics as metrics_lib
+from vam.train import optim, sharding
+
+
+logging = log_lib.get("vam.train")
+
+
+class NonFiniteLossError(FloatingPointError):
+  pass
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------------------------------------
+def make_inputs(config):
+  """The action space, window spec and the opened (validated) datasets of `config.data`."""
+  d = config.data
+  space = embodiment_lib.ActionSpace(tuple(d.embodiments))
+  spec = windows.WindowSpec(context_frames=d.context_frames, future_frames=d.future_frames,
+                            action_horizon=d.action_horizon, proprio_dim=d.proprio_dim)
+  entries = pipeline.entries_from_config(config.data_dir, d)
+  loader = pipeline.InputPipeline(entries, spec, space, split=d.split, camera=d.camera, norm_mode=d.norm_mode,
+                                  cache_mb=d.cache_mb)
+  return space, spec, loader
+
+
+def make_assets(config, space, loader) -> dict:
+  """What a checkpoint needs besides arrays: enough to rebuild the policy and its (de)normalisation."""
+  return dict(format=checkpoints.FORMAT, config=json.loads(config.to_json_best_effort()),
+              normalization=loader.normalizer.to_dict(), action_space=space.layout(),
+              image_size=int(loader.sources[0][0]["images"].shape[1]),
+              datasets={e.name: e.path for e in loader.entries})
+
+
+def check_batch_size(config, mesh) -> int:
+  """Per-host batch size; the global one must split evenly over hosts and over the data axes."""
+  data_parallel = int(np.prod([mesh.shape[a] for a in sharding.DATA_AXES if a in mesh.shape]))
+  for n, what in ((jax.process_count(), "processes"), (data_parallel, "devices on the data axes")):
+    if config.batch_size % n:
+      raise ValueError(f"config.batch_size={config.batch_size} is not divisible by the {n} {what} "
+                       f"(mesh {dict(mesh.shape)})")
+  return config.batch_size // jax.process_count()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Model and train state: {step, params, opt_state, rng} + EMA params, all plain pytrees of arrays
+# ---------------------------------------------------------------------------------------------------------
+def model_factory(config, space, image_size: int):
+  d = config.data
+  return functools.partial(policies.from_config, config.model, action_dim=space.dim, proprio_dim=d.proprio_dim,
+                           horizon=d.action_horizon, frames=d.context_frames, image_size=image_size,
+                           num_embodiments=len(space.embodiments))
+
+
+class Binder:
+  """Turns a pure-dict params pytree back into the NNX module (inside jit: no copies, no side effects)."""
+
+  def __init__(self, make_model):
+    abstract = nnx.eval_shape(lambda: make_model(rngs=nnx.Rngs(0)))
+    self.graphdef, self.abstract_params, rest = nnx.split(abstract, nnx.Param, ...)
+    if jax.tree.leaves(rest):
+      raise ValueError(f"the model holds non-parameter state, which this trainer does not carry: {rest}")
+
+  def __call__(self, params) -> nnx.Module:
+    state = jax.tree.map(lambda x: x, self.abstract_params)
+    nnx.replace_by_pure_dict(state, params)
+    return nnx.merge(self.graphdef, state)
+
+
+def init_fn(make_model, tx):
+  def init(rng):
+    k_model, k_train = jax.random.split(rng)
+    params = nnx.state(make_model(rngs=nnx.Rngs(k_model)), nnx.Param).to_pure_dict()
+    state = dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=k_train)
+    return state, jax.tree.map(jnp.copy, params)
+  return init
+
+
+def state_shardings(abstract_state, abstract_ema, mesh):
+  """Params and optimizer moments by the partitioning rules; step and rng replicated."""
+  replicated = NamedSharding(mesh, P())
+  state = dict(step=replicated, rng=replicated, params=sharding.param_shardings(abstract_state["params"], mesh),
+               opt_state=sharding.param_shardings(abstract_state["opt_state"], mesh))
+  return state, sharding.param_shardings(abstract_ema, mesh)
+
+
+def make_train_step(bind, tx, lr_schedule, ema_decay: float):
+  """Pure step: (state, ema, batch) -> (state, ema, metrics). The rng of a step is fold_in(rng, step)."""
+
+  def train_step(state, ema, batch):
+    step = state["step"]
+    rng = jax.random.fold_in(state["rng"], step)
+    loss_fn = lambda params: bind(params).loss(batch, rng)
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    ema = optim.ema_update(ema, params, step, ema_decay)
+    metrics = dict(aux, loss=loss, grad_norm=optax.global_norm(grads), param_norm=optax.global_norm(params),
+                   lr=lr_schedule(step))
+    return dict(step=step + 1, params=params, opt_state=opt_state, rng=state["rng"]), ema, metrics
+
+  return train_step
+
+
+@dataclasses.dataclass
+class Program:
+  """The jitted pieces of one config on one mesh (shared by the loop and the benchmarks)."""
+  init: Callable  # rng -> (state, ema), placed on their shardings
+  step: Any  # compiled (state, ema, batch) -> (state, ema, metrics); state and ema are donated
+  abstract_state: Any
+  abstract_ema: Any
+  state_shardings: Any
+  ema_shardings: Any
+  data_sharding: NamedSharding
+  abstract_batch: dict
+  flops_per_step: float  # all devices together, from XLA's cost analysis
+  num_params: int
+  memory: str  # XLA's memory analysis of the step, per device
+
+
+def build_program(config, space, image_size: int, example_window: dict, mesh) -> Program:
+  make_model = model_factory(config, space, image_size)
+  tx, lr_schedule = optim.make(config.optimizer, config.total_steps)
+  init = init_fn(make_model, tx)
+  abstract_state, abstract_ema = jax.eval_shape(init, jax.random.PRNGKey(0))
+  state_sh, ema_sh = state_shardings(abstract_state, abstract_ema, mesh)
+  data_sharding = sharding.batch_sharding(mesh)
+  abstract_batch = {k: jax.ShapeDtypeStruct((config.batch_size,) + np.shape(v), np.asarray(v).dtype,
+                                            sharding=data_sharding)
+                    for k, v in example_window.items() if k in policies.INPUT_KEYS}
+  step = jax.jit(make_train_step(Binder(make_model), tx, lr_schedule, config.optimizer.ema_decay),
+                 in_shardings=(state_sh, ema_sh, data_sharding), out_shardings=(state_sh, ema_sh, None),
+                 donate_argnums=(0, 1))
+  compiled = step.lower(abstract_state, abstract_ema, abstract_batch).compile()
+  return Program(init=jax.jit(init, out_shardings=(state_sh, ema_sh)), step=compiled,
+                 abstract_state=abstract_state, abstract_ema=abstract_ema, state_shardings=state_sh,
+                 ema_shardings=ema_sh, data_sharding=data_sharding, abstract_batch=abstract_batch,
+                 flops_per_step=metrics_lib.compiled_flops(compiled),
+                 num_params=sum(x.size for x in jax.tree.leaves(abstract_ema)),
+                 memory=metrics_lib.describe_memory(compiled))
+
+
+def _describe_provenance(provenance, entries) -> list[str]:
+  return [f"{entries[d].name} episode {e} step {t}" for d, e, t in np.asarray(provenance).tolist()]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------------------
+def train(config, workdir: str, stop_after: int | None = None) -> dict:
+  """Trains (or resumes) `config` in `workdir`; returns the last logged metrics.
+
+  `stop_after`: stop (with a checkpoint) after this many steps in this run, e.g. to fit a job time limit;
+  the next run resumes. The schedule still runs to `config.total_steps`.
+  """
+  t_start = time.perf_counter()
+  workdir = os.path.abspath(workdir)
+  is_main = jax.process_index() == 0
+
+  # ---- Inputs (validated before anything is written) ----
+  space, spec, loader = make_inputs(config)
+  assets = make_assets(config, space, loader)
+  mesh = sharding.make_mesh(dict(config.mesh))
+  host_batch = check_batch_size(config, mesh)
+  logging.info("mesh %s; global batch %d (%d per host); datasets %s", dict(mesh.shape), config.batch_size,
+               host_batch, {e.name: (e.weight, len(s)) for e, s in zip(loader.entries, loader.sources)})
+
+  # ---- Model and train step: abstract init -> shardings -> jitted init; the step compiled ahead of time ----
+  prog = build_program(config, space, assets["image_size"], loader.sources[0][0], mesh)
+  state_sh, ema_sh, data_sharding = prog.state_shardings, prog.ema_shardings, prog.data_sharding
+  peak = metrics_lib.measure_peak_flops()
+  logging.info("params %.2fM; train step %.3g GFLOP; peak %.3g GFLOP/s (measured matmul); memory per device: %s",
+               prog.num_params / 1e6, prog.flops_per_step / 1e9, peak / 1e9, prog.memory)
+
+  # ---- Checkpoints: resume from the newest one, if it fits this config ----
+  mngr = checkpoints.manager(workdir, max_to_keep=config.keep_checkpoints, keep_period=config.keep_every or None,
+                             async_save=config.checkpoint_async)
+  data_iter = iter(loader.dataset(host_batch, seed=config.seed, workers=config.data.workers,
+                                  prefetch_buffer=config.data.prefetch))
+  latest = mngr.latest_step()
+  if latest is not None:
+    checkpoints.check_compatible(checkpoints.read_assets(mngr, latest), assets, f"{mngr.directory}/{latest}")
+    restored = mngr.restore(latest, args=ocp.args.Composite(**{
+        checkpoints.STATE: ocp.args.StandardRestore(checkpoints.abstract_like(prog.abstract_state, state_sh)),
+        checkpoints.EMA: ocp.args.StandardRestore(checkpoints.abstract_like(prog.abstract_ema, ema_sh)),
+        checkpoints.DATA: grain.checkpoint.CheckpointRestore(data_iter)}))
+    state, ema = restored[checkpoints.STATE], restored[checkpoints.EMA]
+    logging.info("resumed from %s/%d", mngr.directory, latest)
+  else:
+    state, ema = prog.init(jax.random.PRNGKey(config.seed))
+  os.makedirs(workdir, exist_ok=True)
+  if is_main:
+    config_lib.save_json(config, os.path.join(workdir, "config.json"))
+
+  # ---- Loop ----
+  writer = metrics_lib.Writer(workdir, enabled=is_main)
+  first_step = int(jax.device_get(state["step"]))
+  pending = None  # (step, metrics, provenance) of the last dispatched step: checked one step late, so the
+  #                 host never waits for the device except at log and checkpoint steps.
+  window, timed, data_time, t_mark = [], 0, 0.0, None
+  last = {}
+
+  def check(pending):
+    step, m, provenance = pending
+    loss = float(m["loss"])
+    if not np.isfinite(loss):
+      where = _describe_provenance(provenance, loader.entries)
+      report = os.path.join(workdir, f"nonfinite_step{step}.json")
+      if is_main:
+        with open(report, "w") as f:
+          json.dump(dict(step=step, loss=loss, batch=where), f, indent=1)
+      raise NonFiniteLossError(f"non-finite loss {loss} at step {step}; the batch came from: "
+                               f"{'; '.join(where[:4])}{' ...' if len(where) > 4 else ''} (all {len(where)} in "
+                               f"{report}); no checkpoint of this step was written")
+
+  end = config.total_steps if stop_after is None else min(config.total_steps, first_step + stop_after)
+  for step in range(first_step, end):
+    t0 = time.perf_counter()
+    host = next(data_iter)
+    data_time += time.perf_counter() - t0
+    batch = pipeline.to_global({k: host[k] for k in policies.INPUT_KEYS}, data_sharding)
+    state, ema, m = prog.step(state, ema, batch)
+    if pending is not None:
+      check(pending)
+    pending = (step, m, host["provenance"])
+    window.append(m)
+    if t_mark is None:  # the first step of a run pays one-off costs: time the steady state from its end
+      jax.block_until_ready(m)
+      t_mark, timed, data_time = time.perf_counter(), 0, 0.0
+    else:
+      timed += 1
+
+    done = step + 1
+    if done % config.log_every == 0 or done == end:
+      check(pending)
+      last = {k: float(np.mean([float(x[k]) for x in window])) for k in window[0]}
+      timing = ""
+      if timed:
+        elapsed = time.perf_counter() - t_mark
+        step_time = elapsed / timed
+        last.update(step_time=step_time, steps_per_s=1.0 / step_time, examples_per_s=config.batch_size / step_time,
+                    mfu=prog.flops_per_step / step_time / peak, data_wait_fraction=data_time / elapsed)
+        timing = (f" | {step_time:.3f} s/step, {last['examples_per_s']:.0f} ex/s, MFU {100 * last['mfu']:.1f}%, "
+                  f"data wait {100 * last['data_wait_fraction']:.0f}%")
+      writer.write(done, last)
+      logging.info("step %d/%d loss %.4f grad_norm %.3f lr %.2e%s", done, config.total_steps, last["loss"],
+                   last["grad_norm"], last["lr"], timing)
+      window, timed, data_time, t_mark = [], 0, 0.0, time.perf_counter()
+
+    if done % config.checkpoint_every == 0 or done == end or mngr.reached_preemption(done):
+      check(pending)
+      t_save = time.perf_counter()
+      mngr.save(done, args=ocp.args.Composite(**{
+          checkpoints.STATE: ocp.args.StandardSave(state), checkpoints.EMA: ocp.args.StandardSave(ema),
+          checkpoints.DATA: grain.checkpoint.CheckpointSave(data_iter), checkpoints.ASSETS: ocp.args.JsonSave(assets)}))
+      t_mark += time.perf_counter() - t_save  # step timing excludes the (blocking part of the) save
+      if mngr.reached_preemption(done):
+        logging.warning("preemption signal: saved step %d and stopping", done)
+        break
+
+  mngr.wait_until_finished()
+  mngr.close()
+  writer.close()
+  logging.info("done in %.1f s", time.perf_counter() - t_start)
+  return dict(last, step=int(jax.device_get(state["step"])), params=prog.num_params,
+              flops_per_step=prog.flops_per_step, peak_flops=peak)
