@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 OUT    ?= out/demo
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo data test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -16,10 +16,19 @@ $(STAMP): setup.py requirements.lock
 	$(BIN)/pip install --quiet -c requirements.lock -e '.[test]'
 	touch $(STAMP)
 
-# Builds the quickstart datasets (both, easy mode) and writes a preview video of recorded episodes.
-demo: setup
-	$(BIN)/python -m vam.data.build --config experiments/datasets.py:quickstart --data_dir $(OUT)/data --overwrite
+# JAX's persistent compilation cache: later runs skip most XLA compilation.
+export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.cache/jax
+
+# Builds the quickstart datasets (both, easy mode, with a preview video), then trains the image baseline
+# policy on them from scratch (a fresh workdir each time; `python -m vam.train` itself resumes).
+demo: setup data
+	rm -rf $(OUT)/baseline
+	$(BIN)/python -m vam.train --config experiments/quickstart.py --workdir $(OUT)/baseline --config.data_dir=$(OUT)/data
 	@echo "datasets: $(OUT)/data   preview: $(OUT)/data/preview.mp4"
+	@echo "baseline: $(OUT)/baseline   (metrics.jsonl, tensorboard/, checkpoints/)"
+
+data: setup
+	$(BIN)/python -m vam.data.build --config experiments/datasets.py:quickstart --data_dir $(OUT)/data --overwrite
 
 test: setup
 	$(BIN)/python -m pytest -q tests
@@ -28,6 +37,9 @@ test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
 bench: setup
+	test -d $(OUT)/data/sim_robot || $(MAKE) data
+	$(BIN)/python -m benchmarks.train --config experiments/quickstart.py --config.data_dir=$(OUT)/data \
+	    --out bench_results/train.json
 	$(BIN)/python -m benchmarks.datagen --out bench_results/datagen.json
 
 clean:

@@ -12,9 +12,7 @@ and writes ratios warp/native measured side by side, with the machine descriptio
 """
 
 import argparse
-import json
 import os
-import platform
 import time
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -25,6 +23,7 @@ import mujoco
 import numpy as np
 from mujoco import rollout as mj_rollout
 
+from benchmarks import report
 from vam.sim import env as env_lib, rollout, tasks
 
 
@@ -102,17 +101,9 @@ def main():
   ratios = {"warp_vs_native_physics": res["warp_physics"]["physics_steps_per_s"] / res["native_physics"]["physics_steps_per_s"]}
   if "images_per_s" in res["native_render"]:
     ratios["warp_vs_native_render"] = res["warp_render"]["images_per_s"] / res["native_render"]["images_per_s"]
-  report = dict(
-      benchmark="datagen", machine=dict(platform=platform.platform(), processor=platform.processor(), cpus=os.cpu_count(),
-                                        jax_devices=[str(d) for d in jax.devices()]),
-      config=dict(embodiment=args.embodiment, batch=args.batch, control_steps=args.steps, substeps=substeps,
-                  image_size=list(env.config.image_size), backend=env.config.backend),
-      results=res, ratios=ratios)
-  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-  with open(args.out, "w") as f:
-    json.dump(report, f, indent=2)
-  print(json.dumps(dict(results=res, ratios=ratios), indent=1))
-
+  report.write(args.out, "datagen", dict(embodiment=args.embodiment, batch=args.batch, control_steps=args.steps,
+                                         substeps=substeps, image_size=list(env.config.image_size),
+                                         backend=env.config.backend), res, ratios)
 
 if __name__ == "__main__":
   main()

@@ -20,10 +20,10 @@ def get_config(variant=None):
   c.variant = variant
   c.seed = 0
   c.data_dir = "out/demo/data"  # built by `python -m vam.data.build --config experiments/datasets.py:quickstart`
-  c.total_steps = 40 if tiny else 1500
+  c.total_steps = 40 if tiny else 600
   c.batch_size = 8 if tiny else 32  # global; split over the mesh's data axes and over hosts
   c.log_every = 5 if tiny else 25
-  c.checkpoint_every = 20 if tiny else 500
+  c.checkpoint_every = 20 if tiny else 200
   c.keep_checkpoints = 3  # the newest N ...
   c.keep_every = 0  # ... plus every M-th step (0: none)
 
@@ -45,7 +45,7 @@ def get_config(variant=None):
   c.model = ml_collections.ConfigDict()
   c.model.name = "image_baseline"
   c.model.encoder = dict(width=32 if tiny else 128, depth=1 if tiny else 2, heads=2 if tiny else 4,
-                         patch=16 if tiny else 8, text_len=96)
+                         patch=16 if tiny else 8, text_len=32 if tiny else 64, text_depth=1)
   c.model.decoder = dict(width=32 if tiny else 128, depth=1 if tiny else 3, heads=2 if tiny else 4, mlp_ratio=4,
                          time_dim=32 if tiny else 128, bilinear_rank=4 if tiny else 16)
   c.model.proprio_dropout = 0.2

@@ -99,6 +99,18 @@ def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[tuple[str, str
   return rest, overrides
 
 
+def absl_flags_parser(flags_obj, overrides: list):
+  """A `flags_parser` for `absl.app.run`: moves `--config.key=value` into `overrides` (absl would reject
+  them as unknown flags), then lets absl parse the rest."""
+
+  def parse(argv):
+    rest, found = split_overrides(argv[1:])
+    overrides.extend(found)
+    return flags_obj([argv[0]] + rest)
+
+  return parse
+
+
 def load(spec: str, overrides: Sequence[tuple[str, str]] = ()) -> ml_collections.ConfigDict:
   """Loads a config file, applies overrides, and locks it (no new keys; typos fail loudly)."""
   config = load_file(spec)

@@ -115,6 +115,8 @@ class InputPipeline:
     it = mixed.to_iter_dataset().batch(batch_size, drop_remainder=True)
     if workers > 0:
       it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=prefetch_buffer))
+    elif prefetch_buffer > 0:  # a background thread assembles the next batches while the device computes
+      it = grain.experimental.ThreadPrefetchIterDataset(it, prefetch_buffer_size=prefetch_buffer)
     return it
 
 

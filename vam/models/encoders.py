@@ -31,7 +31,8 @@ class EncoderConfig:
   patch: int = 8
   image_size: int = 64
   frames: int = 2  # H_o
-  text_len: int = 96  # instruction bytes
+  text_len: int = 96  # instruction bytes read (the batch's may be longer: the rest is cut)
+  text_depth: int = 2
   num_embodiments: int = 3
 
 
@@ -61,12 +62,14 @@ class InstructionEncoder(nnx.Module):
   """Byte-level transformer over the UTF-8 instruction: (B, L) uint8 -> tokens (B, L, D), mask (B, L)."""
 
   def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
+    self.text_len = cfg.text_len
     self.embed = nnx.Embed(256, cfg.width, rngs=rngs)
     self.pos = nnx.Param(0.02 * jax.random.normal(rngs.params(), (cfg.text_len, cfg.width)))
-    self.blocks = nnx.List([EncoderBlock(cfg.width, cfg.heads, rngs=rngs) for _ in range(cfg.depth)])
+    self.blocks = nnx.List([EncoderBlock(cfg.width, cfg.heads, rngs=rngs) for _ in range(cfg.text_depth)])
     self.norm = nnx.LayerNorm(cfg.width, rngs=rngs)
 
   def __call__(self, text):
+    text = text[:, :self.text_len]
     mask = text > 0
     mask = mask.at[:, 0].set(True)  # an empty instruction still has one key to attend to
     x = self.embed(text.astype(jnp.int32)) + self.pos.value[None, :text.shape[1]]

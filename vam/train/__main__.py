@@ -12,14 +12,7 @@ flags.DEFINE_string("workdir", None, "where checkpoints, metrics and the resolve
 flags.DEFINE_integer("stop_after_steps", None, "stop with a checkpoint after this many steps of this run "
                      "(fits a job time limit; the next run resumes)")
 FLAGS = flags.FLAGS
-_OVERRIDES = []
-
-
-def parse_flags(argv):
-  """absl parses our flags; `--config.key=value` overrides are taken out first (absl would reject them)."""
-  rest, overrides = config_lib.split_overrides(argv[1:])
-  _OVERRIDES.extend(overrides)
-  return FLAGS([argv[0]] + rest)
+_OVERRIDES = []  # --config.key=value, filled by the flags parser
 
 
 def main(argv):
@@ -35,7 +28,7 @@ def main(argv):
 
 if __name__ == "__main__":
   try:
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=config_lib.absl_flags_parser(FLAGS, _OVERRIDES))
   except (ValueError, FileNotFoundError, FloatingPointError) as e:  # bad input: the message names it
     traceback.print_exc()
     sys.exit(f"error: {e}")
