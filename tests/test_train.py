@@ -152,3 +152,17 @@ def test_nan_actions_in_data_are_named(tiny_data_dir, tmp_path):
   cfg = _config(bad, **{"data.mixture": "{'sim_robot': 1.0}"})
   with pytest.raises(ValueError, match=r"sim_robot.*split train episode \d+: non-finite values in action"):
     train_lib.train(cfg, str(tmp_path / "w"))
+
+
+def test_schedule_warmup_cosine_and_ema():
+  import ml_collections
+  import jax.numpy as jnp
+  from vam.train import optim
+  cfg = ml_collections.ConfigDict(dict(name="adamw", lr=1e-3, schedule="cosine", warmup_steps=10,
+                                       final_lr_fraction=0.1, b1=0.9, b2=0.95, weight_decay=0.0, grad_clip=1.0))
+  _, lr = optim.make(cfg, total_steps=100)
+  assert float(lr(0)) == 0.0 and abs(float(lr(10)) - 1e-3) < 1e-9 and abs(float(lr(100)) - 1e-4) < 1e-9
+  ema = optim.ema_update({"w": jnp.zeros(3)}, {"w": jnp.ones(3)}, step=jnp.int32(0), decay=0.999)
+  np.testing.assert_allclose(ema["w"], 0.9)  # warm-up: decay (1 + 0) / (10 + 0) = 0.1 at step 0
+  with pytest.raises(ValueError, match="config.optimizer.schedule"):
+    optim.make(ml_collections.ConfigDict(dict(cfg, schedule="linear")), total_steps=100)

@@ -2,10 +2,10 @@
 
     python -m vam.train --config experiments/quickstart.py --workdir W [--config.key=value ...]
 
-Read top to bottom: inputs, mesh, model (abstract init -> shardings -> jitted init), checkpoints
-(resume from the newest one, after checking it fits this config), the pure train step (compiled
-ahead of time, so its FLOPs and memory are known before step 1), then the loop with metrics, a
-NaN/Inf guard and periodic asynchronous checkpoints. Workdir layout:
+Read top to bottom: inputs, the model and its pure train step (abstract init -> shardings -> jitted
+init; the step compiled ahead of time, so its FLOPs and memory are known before step 1), then
+`train()`: mesh, checkpoints (resume from the newest one, after checking it fits this config), and
+the loop with metrics, a NaN/Inf guard and periodic asynchronous checkpoints. Workdir layout:
 
     W/config.json        the resolved config of the latest start
     W/metrics.jsonl      one row per log step (step, losses, lr, grad norm, step time, examples/s, MFU)
