@@ -166,3 +166,11 @@ def test_schedule_warmup_cosine_and_ema():
   np.testing.assert_allclose(ema["w"], 0.9)  # warm-up: decay (1 + 0) / (10 + 0) = 0.1 at step 0
   with pytest.raises(ValueError, match="config.optimizer.schedule"):
     optim.make(ml_collections.ConfigDict(dict(cfg, schedule="linear")), total_steps=100)
+
+
+@pytest.mark.slow
+def test_keeps_newest_n_plus_every_mth(tiny_data_dir, tmp_path):
+  w = str(tmp_path / "w")
+  train_lib.train(_config(tiny_data_dir, total_steps=7, checkpoint_every=1, keep_checkpoints=2, keep_every=3,
+                          log_every=7), w)
+  assert checkpoints.manager(w, read_only=True).all_steps() == [3, 6, 7]
