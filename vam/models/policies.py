@@ -4,6 +4,7 @@ pretraining). The loss and the sampler follow the one flow convention of `vam.fl
 """
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -82,3 +83,27 @@ def from_config(model_cfg, *, action_dim: int, proprio_dim: int, horizon: int, f
   cfg = BaselineConfig(enc, dec, proprio_dropout=model_cfg.proprio_dropout,
                        action_time_sampler=model_cfg.action_time_sampler, sample_steps=model_cfg.sample_steps)
   return ImageBaseline(cfg, rngs=rngs)
+
+
+def factory(config, action_dim: int, num_embodiments: int, image_size: int):
+  """`rngs -> policy` for a full training config (its `model` and `data` sections): what training builds and
+  what evaluation rebuilds from a checkpoint's saved config."""
+  d = config.data
+  return functools.partial(from_config, config.model, action_dim=action_dim, proprio_dim=d.proprio_dim,
+                           horizon=d.action_horizon, frames=d.context_frames, image_size=image_size,
+                           num_embodiments=num_embodiments)
+
+
+class Binder:
+  """Turns a pure-dict params pytree back into the NNX module (pure: usable inside jit)."""
+
+  def __init__(self, make_model):
+    abstract = nnx.eval_shape(lambda: make_model(rngs=nnx.Rngs(0)))
+    self.graphdef, self.abstract_params, rest = nnx.split(abstract, nnx.Param, ...)
+    if jax.tree.leaves(rest):
+      raise ValueError(f"the model holds non-parameter state, which training does not carry: {rest}")
+
+  def __call__(self, params) -> nnx.Module:
+    state = jax.tree.map(lambda x: x, self.abstract_params)
+    nnx.replace_by_pure_dict(state, params)
+    return nnx.merge(self.graphdef, state)

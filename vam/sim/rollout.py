@@ -101,11 +101,8 @@ def collect(env, task_names, seeds, render=True, num_steps=None) -> list[Episode
     steps = {k: v[:, b] for k, v in traj.items()}
     length = episode_length(steps["success"], tasks.HORIZON[task])
     steps = {k: v[:length] for k, v in steps.items()}
-    colour = [palette.NAMES[c] for c in ep.colour[b]]
     obj, obj2 = int(ep.obj[b]), int(ep.obj2[b])
-    names = dict(obj=colour[obj], obj2=colour[obj2], shape=tasks.SHAPE_NAMES[obj],
-                 bowl=colour[scene.N_OBJECTS], zone=colour[scene.N_OBJECTS + 1], target=colour[scene.N_OBJECTS + 2])
-    text = tasks.instruction(task, np.random.default_rng(int(seed)), names)
+    text, names = instruction(task, seed, ep, b)
     cam_pose = camera_extrinsics(env, cam_xpos[b], cam_xmat[b])
     meta = dict(object=scene.OBJECTS[obj][0], object2=scene.OBJECTS[obj2][0], table_z=float(ep.table_z[b]),
                 colours=names, cameras={c: {**cam_meta[c], **cam_pose[c]} for c in cam_meta})
@@ -113,6 +110,17 @@ def collect(env, task_names, seeds, render=True, num_steps=None) -> list[Episode
                             split=env.config.split, seed=int(seed), success=bool(steps["success"].any()),
                             instruction=text, steps=steps, metadata=meta))
   return episodes
+
+
+def instruction(task: str, seed: int, episode, b: int) -> tuple[str, dict]:
+  """The instruction of batch element `b` of a (host) `env.Episode` batch, and the colour names it uses.
+
+  Seeded by the episode seed, so datasets and closed-loop evaluation phrase the same episode alike."""
+  colour = [palette.NAMES[c] for c in np.asarray(episode.colour[b])]
+  obj, obj2 = int(episode.obj[b]), int(episode.obj2[b])
+  names = dict(obj=colour[obj], obj2=colour[obj2], shape=tasks.SHAPE_NAMES[obj], bowl=colour[scene.N_OBJECTS],
+               zone=colour[scene.N_OBJECTS + 1], target=colour[scene.N_OBJECTS + 2])
+  return tasks.instruction(task, np.random.default_rng(int(seed)), names), names
 
 
 def camera_extrinsics(env, cam_xpos, cam_xmat) -> dict:

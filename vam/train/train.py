@@ -14,7 +14,6 @@ the loop with metrics, a NaN/Inf guard and periodic asynchronous checkpoints. Wo
 """
 
 import dataclasses
-import functools
 import json
 import os
 import time
@@ -82,28 +81,6 @@ def check_batch_size(config, mesh) -> int:
 # ---------------------------------------------------------------------------------------------------------
 # Model and train state: {step, params, opt_state, rng} + EMA params, all plain pytrees of arrays
 # ---------------------------------------------------------------------------------------------------------
-def model_factory(config, space, image_size: int):
-  d = config.data
-  return functools.partial(policies.from_config, config.model, action_dim=space.dim, proprio_dim=d.proprio_dim,
-                           horizon=d.action_horizon, frames=d.context_frames, image_size=image_size,
-                           num_embodiments=len(space.embodiments))
-
-
-class Binder:
-  """Turns a pure-dict params pytree back into the NNX module (inside jit: no copies, no side effects)."""
-
-  def __init__(self, make_model):
-    abstract = nnx.eval_shape(lambda: make_model(rngs=nnx.Rngs(0)))
-    self.graphdef, self.abstract_params, rest = nnx.split(abstract, nnx.Param, ...)
-    if jax.tree.leaves(rest):
-      raise ValueError(f"the model holds non-parameter state, which this trainer does not carry: {rest}")
-
-  def __call__(self, params) -> nnx.Module:
-    state = jax.tree.map(lambda x: x, self.abstract_params)
-    nnx.replace_by_pure_dict(state, params)
-    return nnx.merge(self.graphdef, state)
-
-
 def init_fn(make_model, tx):
   def init(rng):
     k_model, k_train = jax.random.split(rng)
@@ -156,7 +133,7 @@ class Program:
 
 
 def build_program(config, space, image_size: int, example_window: dict, mesh) -> Program:
-  make_model = model_factory(config, space, image_size)
+  make_model = policies.factory(config, space.dim, len(space.embodiments), image_size)
   tx, lr_schedule = optim.make(config.optimizer, config.total_steps)
   init = init_fn(make_model, tx)
   abstract_state, abstract_ema = jax.eval_shape(init, jax.random.PRNGKey(0))
@@ -165,7 +142,7 @@ def build_program(config, space, image_size: int, example_window: dict, mesh) ->
   abstract_batch = {k: jax.ShapeDtypeStruct((config.batch_size,) + np.shape(v), np.asarray(v).dtype,
                                             sharding=data_sharding)
                     for k, v in example_window.items() if k in policies.INPUT_KEYS}
-  step = jax.jit(make_train_step(Binder(make_model), tx, lr_schedule, config.optimizer.ema_decay),
+  step = jax.jit(make_train_step(policies.Binder(make_model), tx, lr_schedule, config.optimizer.ema_decay),
                  in_shardings=(state_sh, ema_sh, data_sharding), out_shardings=(state_sh, ema_sh, None),
                  donate_argnums=(0, 1))
   compiled = step.lower(abstract_state, abstract_ema, abstract_batch).compile()

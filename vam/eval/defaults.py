@@ -1,0 +1,24 @@
+"""Default evaluation settings (`config.eval` of an experiment; `--config.eval.key=value` at eval time)."""
+
+import ml_collections
+
+from vam.sim import tasks
+
+
+def get(**overrides) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.embodiments = ["arm6", "gantry"]  # robots to roll out (they execute their joint-target slot)
+  c.tasks = list(tasks.TASKS)
+  c.modes = list(tasks.MODES)  # easy | hard
+  c.splits = list(tasks.SPLITS)  # train (seen) | unseen_positions | unseen_objects | unseen_scene
+  c.episodes = 8  # per cell (embodiment x task x mode x split)
+  c.num_envs = 64  # episodes simulated together (one compiled rollout)
+  c.replan_every = 4  # K: actions of each chunk executed before replanning
+  c.sample_steps = 10  # Euler steps of the action flow
+  c.seed = 0  # world seeds of the cells (fixed, disjoint from the datasets')
+  c.backend = "warp"
+  c.videos_per_task = 2  # rollout videos per embodiment and task (a success and a failure when there are both)
+  c.offline_windows = 256  # held-out windows for the offline action error (0: skip)
+  c.offline_batch = 64
+  c.update(overrides)
+  return c

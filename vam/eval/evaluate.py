@@ -1,0 +1,129 @@
+"""One evaluation of one checkpoint, and `--watch` over a training run's checkpoints."""
+
+import os
+import time
+
+from vam import checkpoints
+from vam import log as log_lib
+from vam.eval import agents, closed_loop, defaults, offline, report, restore
+
+logging = log_lib.get("vam.eval")
+AGENTS = ("policy", "expert", "random")
+
+
+def _pick_videos(result: dict, count: int) -> list[int]:
+  """Up to `count` episode indices, a success and a failure first when there are both."""
+  wins = [i for i, s in enumerate(result["success"]) if s]
+  losses = [i for i, s in enumerate(result["success"]) if not s]
+  picked = ([wins[0]] if wins else []) + ([losses[0]] if losses else [])
+  rest = [i for i in range(len(result["success"])) if i not in picked]
+  return (picked + rest)[:count]
+
+
+def evaluate(workdir: str, step: int | None = None, out: str | None = None, overrides=(), agent: str = "policy",
+             runners: dict | None = None) -> dict:
+  """Evaluates one checkpoint; adds it to `out/report.json` (+ HTML, videos, TensorBoard). Returns the report."""
+  t0 = time.perf_counter()
+  if agent not in AGENTS:
+    raise ValueError(f"--agent={agent!r}; valid: {list(AGENTS)}")
+  restored = restore.load(workdir, step, overrides, eval_defaults=defaults.get())
+  ec, cfg = restored.config.eval, restored.config
+  out = os.path.abspath(out or os.path.join(workdir, "eval"))
+  os.makedirs(out, exist_ok=True)
+  cells_spec = [(t, m, s) for t in ec.tasks for m in ec.modes for s in ec.splits]
+  runners = {} if runners is None else runners
+  cells, videos = [], []
+  for e_index, emb in enumerate(ec.embodiments):
+    key = (emb, ec.num_envs, restored.image_size, cfg.data.camera, ec.backend)
+    if key not in runners:
+      runners[key] = closed_loop.Runner(emb, ec.num_envs, restored.image_size, cfg.data.camera, ec.backend)
+    runner = runners[key]
+    if agent == "policy":
+      a = agents.learned(restored, emb, ec.replan_every, ec.sample_steps)
+    else:
+      a = agents.expert(runner.env) if agent == "expert" else agents.random(runner.env, ec.replan_every)
+    t = time.perf_counter()
+    results = runner.run(a, restored.params, cells_spec, ec.episodes, ec.seed, e_index,
+                         record=ec.videos_per_task > 0)
+    n_eps = sum(len(r["success"]) for r in results)
+    logging.info("%s: %d episodes in %.0f s", emb, n_eps, time.perf_counter() - t)
+    for r in results:
+      cells.append(report.cell_summary(emb, r))
+    for task in ec.tasks:  # videos from the first (mode, split) of each task
+      r = next(r for r in results if r["task"] == task)
+      for i in _pick_videos(r, ec.videos_per_task):
+        ok = r["success"][i]
+        name = f"step{restored.step}_{emb}_{task}_{r['mode']}_{r['split']}_seed{r['seeds'][i]}_{'success' if ok else 'failure'}.mp4"
+        path = report.write_video(r["frames"][i], os.path.join(out, "videos", name), ok, r["instructions"][i])
+        videos.append(dict(path=path, label=f"{emb} {task} ({r['mode']}/{r['split']}): "
+                                             f"{'success' if ok else 'failure'}: {r['instructions'][i]}"))
+  offline_metrics = {}
+  if ec.offline_windows > 0 and agent == "policy":
+    offline_metrics = offline.action_error(restored, cfg.data_dir, ec.offline_windows, ec.offline_batch, ec.seed,
+                                           ec.sample_steps)
+  evaluation = dict(step=restored.step, agent=agent, config=ec.to_dict(), data_dir=cfg.data_dir, cells=cells,
+                    means=report.means(cells), offline=offline_metrics, videos=videos,
+                    eval_seconds=time.perf_counter() - t0)
+  path = os.path.join(out, "report.json")
+  rep = report.add(report.load(path), evaluation)
+  rep["workdir"] = restored.workdir
+  report.write_json(rep, path)
+  report.write_html(rep, os.path.join(out, "report.html"))
+  _tensorboard(out, evaluation)
+  logging.info("step %d evaluated in %.0f s: mean success %.3f over %d episodes", restored.step,
+               evaluation["eval_seconds"], evaluation["means"]["overall"], sum(c["episodes"] for c in cells))
+  return rep
+
+
+def _tensorboard(out: str, evaluation: dict) -> None:
+  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  with SummaryWriter(os.path.join(out, "tensorboard")) as w:
+    step = evaluation["step"]
+    w.add_scalar("success/mean", evaluation["means"]["overall"], step)
+    for axis in ("embodiment", "task", "mode", "split"):
+      for k, v in evaluation["means"][f"by_{axis}"].items():
+        w.add_scalar(f"success/{axis}/{k}", v, step)
+    for slot, v in evaluation["offline"].items():
+      w.add_scalar(f"offline_rmse/{slot}", v["rmse_normalised"], step)
+
+
+def watch(workdir: str, out: str | None, overrides=(), agent: str = "policy", poll_seconds: float = 10.0,
+          timeout_seconds: float | None = None) -> dict | None:
+  """Evaluates every finished checkpoint once, newest last, as training writes them.
+
+  Stops after evaluating the run's final step (`config.total_steps`), or after `timeout_seconds` without a
+  new checkpoint. A checkpoint that cannot be read (e.g. damaged) is reported and skipped.
+  """
+  done, rep, runners, last_new = set(), None, {}, time.perf_counter()
+  out = os.path.abspath(out or os.path.join(workdir, "eval"))
+  existing = report.load(os.path.join(out, "report.json"))
+  done |= {e["step"] for e in existing["evaluations"]}
+  while True:
+    try:
+      steps = restore.finished_steps(workdir)
+    except checkpoints.CheckpointError:
+      steps = []  # training has not written its first checkpoint yet
+    for step in [s for s in steps if s not in done]:
+      try:
+        rep = evaluate(workdir, step, out, overrides, agent, runners)
+      except checkpoints.CheckpointError as e:
+        logging.warning("skipping checkpoint %d: %s", step, e)
+      done.add(step)
+      last_new = time.perf_counter()
+    final = _total_steps(workdir, steps)
+    if final is not None and final in done:
+      return rep
+    if timeout_seconds is not None and time.perf_counter() - last_new > timeout_seconds:
+      logging.info("no new checkpoint for %.0f s: stopping", timeout_seconds)
+      return rep
+    time.sleep(poll_seconds)
+
+
+def _total_steps(workdir: str, steps) -> int | None:
+  if not steps:
+    return None
+  try:
+    mngr = checkpoints.manager(workdir, read_only=True)
+    return int(checkpoints.read_assets(mngr, max(steps))["config"]["total_steps"])
+  except (checkpoints.CheckpointError, KeyError, ValueError):
+    return None

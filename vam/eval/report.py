@@ -1,0 +1,160 @@
+"""Evaluation outputs: report.json (every cell, config, step, seeds), report.html, labelled rollout videos,
+TensorBoard scalars. Several evaluated steps accumulate in one report (success versus checkpoint step)."""
+
+import datetime
+import html
+import json
+import math
+import os
+
+import imageio.v2 as imageio
+import numpy as np
+from PIL import Image, ImageDraw
+
+FORMAT = "vam-eval-report-v1"
+Z95 = 1.959964
+
+
+def wilson(successes: int, n: int) -> tuple[float, float]:
+  """95% Wilson score interval of a binomial proportion (well-behaved at 0 and 1 and for small n)."""
+  if n == 0:
+    return 0.0, 1.0
+  p = successes / n
+  centre = (p + Z95 ** 2 / (2 * n)) / (1 + Z95 ** 2 / n)
+  half = Z95 * math.sqrt(p * (1 - p) / n + Z95 ** 2 / (4 * n * n)) / (1 + Z95 ** 2 / n)
+  return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def cell_summary(embodiment: str, result: dict) -> dict:
+  n, k = len(result["success"]), int(sum(result["success"]))
+  lo, hi = wilson(k, n)
+  return dict(embodiment=embodiment, task=result["task"], mode=result["mode"], split=result["split"], episodes=n,
+              successes=k, success_rate=k / max(n, 1), ci95=[lo, hi], seeds=result["seeds"],
+              steps_to_success=result["steps_to_success"], instructions=result["instructions"])
+
+
+def means(cells: list[dict]) -> dict:
+  """Mean success rate overall and along each axis (episode-weighted)."""
+  def mean(sel):
+    n = sum(c["episodes"] for c in sel)
+    return sum(c["successes"] for c in sel) / n if n else float("nan")
+  out = dict(overall=mean(cells))
+  for axis in ("embodiment", "task", "mode", "split"):
+    out[f"by_{axis}"] = {v: mean([c for c in cells if c[axis] == v]) for v in dict.fromkeys(c[axis] for c in cells)}
+  return out
+
+
+def load(path: str) -> dict:
+  if os.path.exists(path):
+    with open(path) as f:
+      report = json.load(f)
+    if report.get("format") == FORMAT:
+      return report
+  return dict(format=FORMAT, evaluations=[])
+
+
+def add(report: dict, evaluation: dict) -> dict:
+  """Adds (or replaces) the evaluation of one step; evaluations stay sorted by step."""
+  kept = [e for e in report["evaluations"] if e["step"] != evaluation["step"]]
+  report["evaluations"] = sorted(kept + [evaluation], key=lambda e: e["step"])
+  report["updated"] = datetime.datetime.now().isoformat(timespec="seconds")
+  return report
+
+
+def write_json(report: dict, path: str) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(report, f, indent=1)
+  os.replace(tmp, path)  # readers never see a half-written report
+
+
+# ---- videos -----------------------------------------------------------------------------------------------
+def write_video(frames: np.ndarray, path: str, success: bool, caption: str, scale: int = 4, fps: int = 10) -> str:
+  """(T, H, W, 3) uint8 -> MP4 with a green (success) or red (failure) border and a caption."""
+  colour = (40, 200, 60) if success else (220, 40, 40)
+  out = []
+  for t, frame in enumerate(frames):
+    img = Image.fromarray(frame).resize((frame.shape[1] * scale, frame.shape[0] * scale), Image.NEAREST)
+    canvas = Image.new("RGB", (img.width + 8, img.height + 8 + 28), colour)
+    canvas.paste(img, (4, 4))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((6, img.height + 8), f"{'SUCCESS' if success else 'FAILURE'}  t={t}", fill=(255, 255, 255))
+    draw.text((6, img.height + 20), caption[:48], fill=(255, 255, 255))
+    out.append(np.asarray(canvas))
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  imageio.mimwrite(path, out, fps=fps, macro_block_size=1)
+  return path
+
+
+# ---- HTML -------------------------------------------------------------------------------------------------
+def _plot(evaluations) -> str:
+  """Inline SVG: mean success versus checkpoint step."""
+  pts = [(e["step"], e["means"]["overall"]) for e in evaluations]
+  if len(pts) < 2:
+    return ""
+  w, h, pad = 480, 200, 40
+  s0, s1 = min(p[0] for p in pts), max(p[0] for p in pts)
+  xy = [(pad + (w - 2 * pad) * (s - s0) / max(s1 - s0, 1), h - pad - (h - 2 * pad) * r) for s, r in pts]
+  line = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)
+  dots = "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3"><title>step {s}: {r:.2f}</title></circle>'
+                 for (x, y), (s, r) in zip(xy, pts))
+  return (f'<h2>Mean success versus step</h2><svg width="{w}" height="{h}" style="border:1px solid #ccc">'
+          f'<polyline points="{line}" fill="none" stroke="#36c" stroke-width="2"/>{dots}'
+          f'<text x="{pad}" y="{h - 10}">step {s0}</text><text x="{w - pad - 60}" y="{h - 10}">step {s1}</text>'
+          f'<text x="4" y="{pad}">1.0</text><text x="4" y="{h - pad}">0.0</text></svg>')
+
+
+def success_table(cells) -> str:
+  cols = list(dict.fromkeys((c["mode"], c["split"]) for c in cells))
+  rows = list(dict.fromkeys((c["embodiment"], c["task"]) for c in cells))
+  by = {(c["embodiment"], c["task"], c["mode"], c["split"]): c for c in cells}
+  head = "".join(f"<th>{m}<br>{s}</th>" for m, s in cols)
+  body = ""
+  for e, t in rows:
+    tds = ""
+    for m, s in cols:
+      c = by.get((e, t, m, s))
+      tds += (f"<td>{c['success_rate']:.2f} <small>[{c['ci95'][0]:.2f}, {c['ci95'][1]:.2f}] n={c['episodes']}</small></td>"
+              if c else "<td></td>")
+    body += f"<tr><td>{e}</td><td>{t}</td>{tds}</tr>"
+  return f"<table><tr><th>embodiment</th><th>task</th>{head}</tr>{body}</table>"
+
+
+def write_html(report: dict, path: str) -> None:
+  latest = report["evaluations"][-1]
+  parts = [f"<h1>vam evaluation: {html.escape(report.get('workdir', ''))}</h1>",
+           f"<p>step {latest['step']}; mean success {latest['means']['overall']:.3f}; "
+           f"{sum(c['episodes'] for c in latest['cells'])} episodes; {latest['eval_seconds']:.0f} s</p>",
+           "<h2>Success rate [95% Wilson interval]</h2>", success_table(latest["cells"]), _plot(report["evaluations"])]
+  if latest.get("offline"):
+    rows = "".join(f"<tr><td>{k}</td><td>{v['rmse_normalised']:.4f}</td><td>{v['rmse_native']:.4f}</td>"
+                   f"<td>{v['entries']}</td></tr>" for k, v in latest["offline"].items())
+    parts.append("<h2>Offline action error on held-out episodes (RMSE)</h2><table><tr><th>slot</th>"
+                 f"<th>normalised</th><th>native</th><th>entries</th></tr>{rows}</table>")
+  if latest.get("videos"):
+    vids = "".join(f'<figure><video src="{html.escape(os.path.relpath(v["path"], os.path.dirname(path)))}" '
+                   f'controls loop muted width="272"></video><figcaption>{html.escape(v["label"])}</figcaption></figure>'
+                   for v in latest["videos"])
+    parts.append(f'<h2>Rollouts</h2><div style="display:flex;flex-wrap:wrap">{vids}</div>')
+  style = "<style>body{font-family:sans-serif} td,th{border:1px solid #ccc;padding:3px 6px} table{border-collapse:collapse}</style>"
+  with open(path + ".tmp", "w") as f:
+    f.write(f"<!doctype html><html><head><meta charset='utf-8'><title>vam eval</title>{style}</head><body>"
+            + "".join(parts) + "</body></html>")
+  os.replace(path + ".tmp", path)
+
+
+def text_table(evaluation: dict) -> str:
+  """The success table as fixed-width text (for the terminal)."""
+  cells = evaluation["cells"]
+  cols = list(dict.fromkeys((c["mode"], c["split"]) for c in cells))
+  rows = list(dict.fromkeys((c["embodiment"], c["task"]) for c in cells))
+  by = {(c["embodiment"], c["task"], c["mode"], c["split"]): c for c in cells}
+  lines = [f"{'embodiment':<11}{'task':<11}" + "".join(f"{m + '/' + s:>24}" for m, s in cols)]
+  for e, t in rows:
+    vals = []
+    for m, s in cols:
+      c = by.get((e, t, m, s))
+      vals.append(f"{c['success_rate']:.2f} [{c['ci95'][0]:.2f},{c['ci95'][1]:.2f}]" if c else "")
+    lines.append(f"{e:<11}{t:<11}" + "".join(f"{v:>24}" for v in vals))
+  lines.append(f"mean success {evaluation['means']['overall']:.3f} (step {evaluation['step']})")
+  return "\n".join(lines)

@@ -1,0 +1,91 @@
+"""Checkpoint -> a policy ready to run: EMA params (no optimizer state) and the assets saved beside them.
+
+Only *finished* checkpoints are listed: orbax writes a step into `<step>.orbax-checkpoint-tmp` and renames it
+when every item is committed, and the manager lists renamed steps only.
+"""
+
+import dataclasses
+import os
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from vam import checkpoints
+from vam import embodiment as embodiment_lib
+from vam.models import policies
+
+
+@dataclasses.dataclass
+class Restored:
+  workdir: str
+  step: int
+  config: ml_collections.ConfigDict  # the training config saved with the checkpoint (+ eval overrides)
+  assets: dict
+  space: embodiment_lib.ActionSpace
+  model: nnx.Module  # the policy with the EMA params bound
+  params: dict  # the EMA params (pure dict of arrays), replicated on the present devices
+  binder: policies.Binder
+
+  @property
+  def image_size(self) -> int:
+    return int(self.assets["image_size"])
+
+
+def finished_steps(workdir: str) -> list[int]:
+  ckpt_dir = checkpoints.directory(workdir)
+  if not os.path.isdir(ckpt_dir):
+    raise checkpoints.CheckpointError(f"workdir {workdir!r} has no checkpoints ({ckpt_dir} does not exist); "
+                                      "train first with python -m vam.train")
+  return sorted(checkpoints.manager(workdir, read_only=True).all_steps())
+
+
+def load(workdir: str, step: int | None = None, overrides=(), eval_defaults=None) -> Restored:
+  """Restores `step` (default: the newest finished one) of `workdir` onto the present devices.
+
+  `overrides` ([(dotted key, text)]) apply to the saved config; `eval_defaults` fills or completes its
+  `eval` section first (a training config need not define one)."""
+  steps = finished_steps(workdir)
+  if not steps:
+    raise checkpoints.CheckpointError(f"workdir {workdir!r} has no finished checkpoint in "
+                                      f"{checkpoints.directory(workdir)}")
+  step = steps[-1] if step is None else int(step)
+  if step not in steps:
+    raise checkpoints.CheckpointError(f"workdir {workdir!r} has no finished checkpoint of step {step}; "
+                                      f"finished steps: {steps}")
+  mngr = checkpoints.manager(workdir, read_only=True)
+  assets = checkpoints.read_assets(mngr, step)
+  for key in ("config", "normalization", "action_space", "image_size"):
+    if key not in assets:
+      raise checkpoints.CheckpointError(f"checkpoint {mngr.directory}/{step}: assets lack {key!r}")
+  config = ml_collections.ConfigDict(assets["config"])
+  if eval_defaults is not None:
+    merged = ml_collections.ConfigDict(eval_defaults)
+    merged.update(config.get("eval", {}))
+    config.eval = merged
+  from vam import config as config_lib  # pylint: disable=g-import-not-at-top
+  for key, text in overrides:
+    config_lib.override(config, key, text)
+  space = embodiment_lib.ActionSpace(tuple(assets["action_space"]["embodiments"]))
+  if space.layout() != assets["action_space"]:
+    raise checkpoints.CheckpointError(f"checkpoint {mngr.directory}/{step}: its action-space layout differs from "
+                                      "this version of vam's")
+  make_model = policies.factory(config, space.dim, len(space.embodiments), int(assets["image_size"]))
+  binder = policies.Binder(make_model)
+  replicated = NamedSharding(jax.sharding.Mesh(np.array(jax.devices()), ("d",)), P())
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+                          nnx.to_pure_dict(binder.abstract_params))
+  path = os.path.join(str(mngr.directory), str(step), checkpoints.EMA)
+  if not os.path.isdir(path):
+    raise checkpoints.CheckpointError(f"checkpoint {mngr.directory}/{step} has no {checkpoints.EMA!r} item")
+  try:
+    params = mngr.restore(step, args=ocp.args.Composite(**{checkpoints.EMA: ocp.args.StandardRestore(abstract)}))
+  except (ValueError, KeyError) as e:
+    raise checkpoints.CheckpointError(f"checkpoint {mngr.directory}/{step}: its params do not fit the model its "
+                                      f"config describes ({str(e)[:600]})") from None
+  params = params[checkpoints.EMA]
+  return Restored(workdir=os.path.abspath(workdir), step=step, config=config, assets=assets, space=space,
+                  model=binder(params), params=params, binder=binder)
