@@ -8,6 +8,8 @@ Variants: `default` (minutes on a 2-core CPU) and `tiny` (tests: a very small mo
 
 import ml_collections
 
+from vam.eval import defaults as eval_defaults
+
 VARIANTS = ("default", "tiny")
 
 
@@ -63,6 +65,10 @@ def get_config(variant=None):
   c.optimizer.weight_decay = 1e-4
   c.optimizer.grad_clip = 1.0
   c.optimizer.ema_decay = 0.999
+
+  # Closed-loop evaluation (python -m vam.eval; vam/eval/defaults.py lists every key): both robots, all
+  # tasks, easy and hard worlds of the seen layout, 8 episodes per cell.
+  c.eval = eval_defaults.get(modes=["easy", "hard"], splits=["train"], episodes=8, num_envs=32)
 
   c.mesh = {"data": -1, "fsdp": 1, "tensor": 1}  # axis sizes; -1 = all remaining devices
   c.checkpoint_async = True

@@ -5,7 +5,7 @@ import time
 
 from vam import checkpoints
 from vam import log as log_lib
-from vam.eval import agents, closed_loop, defaults, offline, report, restore
+from vam.eval import agents, closed_loop, offline, report, restore
 
 logging = log_lib.get("vam.eval")
 AGENTS = ("policy", "expert", "random")
@@ -26,7 +26,7 @@ def evaluate(workdir: str, step: int | None = None, out: str | None = None, over
   t0 = time.perf_counter()
   if agent not in AGENTS:
     raise ValueError(f"--agent={agent!r}; valid: {list(AGENTS)}")
-  restored = restore.load(workdir, step, overrides, eval_defaults=defaults.get())
+  restored = restore.load(workdir, step, overrides)
   ec, cfg = restored.config.eval, restored.config
   out = os.path.abspath(out or os.path.join(workdir, "eval"))
   os.makedirs(out, exist_ok=True)

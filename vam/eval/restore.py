@@ -9,13 +9,12 @@ import os
 
 import jax
 import ml_collections
-import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from vam import checkpoints
 from vam import embodiment as embodiment_lib
+from vam.eval import defaults
 from vam.models import policies
 
 
@@ -27,7 +26,7 @@ class Restored:
   assets: dict
   space: embodiment_lib.ActionSpace
   model: nnx.Module  # the policy with the EMA params bound
-  params: dict  # the EMA params (pure dict of arrays), replicated on the present devices
+  params: dict  # the EMA params (pure dict of arrays) on the first device
   binder: policies.Binder
 
   @property
@@ -43,11 +42,11 @@ def finished_steps(workdir: str) -> list[int]:
   return sorted(checkpoints.manager(workdir, read_only=True).all_steps())
 
 
-def load(workdir: str, step: int | None = None, overrides=(), eval_defaults=None) -> Restored:
+def load(workdir: str, step: int | None = None, overrides=()) -> Restored:
   """Restores `step` (default: the newest finished one) of `workdir` onto the present devices.
 
-  `overrides` ([(dotted key, text)]) apply to the saved config; `eval_defaults` fills or completes its
-  `eval` section first (a training config need not define one)."""
+  `overrides` ([(dotted key, text)]) apply to the saved config, whose `eval` section is completed with
+  `vam.eval.defaults` first (a training config need not define one)."""
   steps = finished_steps(workdir)
   if not steps:
     raise checkpoints.CheckpointError(f"workdir {workdir!r} has no finished checkpoint in "
@@ -62,10 +61,9 @@ def load(workdir: str, step: int | None = None, overrides=(), eval_defaults=None
     if key not in assets:
       raise checkpoints.CheckpointError(f"checkpoint {mngr.directory}/{step}: assets lack {key!r}")
   config = ml_collections.ConfigDict(assets["config"])
-  if eval_defaults is not None:
-    merged = ml_collections.ConfigDict(eval_defaults)
-    merged.update(config.get("eval", {}))
-    config.eval = merged
+  merged = defaults.get()
+  merged.update(config.get("eval", {}))
+  config.eval = merged
   from vam import config as config_lib  # pylint: disable=g-import-not-at-top
   for key, text in overrides:
     config_lib.override(config, key, text)
@@ -75,8 +73,9 @@ def load(workdir: str, step: int | None = None, overrides=(), eval_defaults=None
                                       "this version of vam's")
   make_model = policies.factory(config, space.dim, len(space.embodiments), int(assets["image_size"]))
   binder = policies.Binder(make_model)
-  replicated = NamedSharding(jax.sharding.Mesh(np.array(jax.devices()), ("d",)), P())
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+  # Onto the first present device, whatever mesh training used: the simulator's batch runs on one device.
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
                           nnx.to_pure_dict(binder.abstract_params))
   path = os.path.join(str(mngr.directory), str(step), checkpoints.EMA)
   if not os.path.isdir(path):

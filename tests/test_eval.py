@@ -1,0 +1,132 @@
+"""The evaluation harness: a separate process restores params + assets, rolls out, reports; it is validated
+with the scripted expert (high) and a random agent (low); --watch; bad checkpoints give clear errors."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from vam import checkpoints
+from vam import config as config_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, "experiments", "quickstart.py") + ":tiny"
+# A small evaluation: one robot, two tasks, seen worlds, 2 episodes per cell, one batch.
+SMALL_EVAL = ["--config.eval.embodiments=['arm6']", "--config.eval.tasks=['reach', 'push']",
+              "--config.eval.modes=['easy']", "--config.eval.splits=['train']", "--config.eval.episodes=2",
+              "--config.eval.num_envs=4", "--config.eval.offline_windows=16", "--config.eval.offline_batch=8",
+              "--config.eval.videos_per_task=1"]
+
+
+def _train(data_dir, workdir, stop_after=None, **overrides):
+  from vam.train import train as train_lib  # the tests may import training; the harness may not
+  base = dict(data_dir=data_dir, total_steps="4", log_every="2", checkpoint_every="2")
+  base.update({k: str(v) for k, v in overrides.items()})
+  train_lib.train(config_lib.load(CONFIG, list(base.items())), workdir, stop_after=stop_after)
+
+
+def _eval_cli(*args, timeout=900):
+  return subprocess.run([sys.executable, "-m", "vam.eval", *args], cwd=ROOT, capture_output=True, text=True,
+                        timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data_dir, tmp_path_factory):
+  w = str(tmp_path_factory.mktemp("trained"))
+  _train(tiny_data_dir, w)
+  return w
+
+
+def test_harness_does_not_import_training():
+  code = ("import sys, vam.eval.evaluate, vam.eval.__main__, vam.eval.restore; "
+          "bad = [m for m in sys.modules if m.startswith('vam.train')]; assert not bad, bad")
+  proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_expert_scores_high_and_random_low():
+  from vam.eval import agents, closed_loop
+  runner = closed_loop.Runner("arm6", num_envs=8, image_size=64, camera="front")
+  cells = [("reach", "easy", "train"), ("push", "easy", "train")]
+  expert = runner.run(agents.expert(runner.env), {}, cells, episodes=4, seed=0, embodiment_index=1)
+  rand = runner.run(agents.random(runner.env, 4), {}, cells, episodes=4, seed=0, embodiment_index=1)
+  rate = lambda res: sum(sum(r["success"]) for r in res) / sum(len(r["success"]) for r in res)
+  assert rate(expert) >= 0.75, expert
+  assert rate(rand) <= 0.25, rand
+  assert expert[0]["seeds"] == rand[0]["seeds"]  # fixed seeds: the same worlds for every agent
+
+
+@pytest.mark.slow
+def test_eval_restores_in_a_separate_process_and_writes_the_report(trained, tmp_path):
+  out = str(tmp_path / "eval")
+  proc = _eval_cli("--workdir", trained, "--out", out, *SMALL_EVAL)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  last = proc.stdout.strip().splitlines()[-1]
+  assert last == f"report: {out}/report.json"
+  rep = json.load(open(os.path.join(out, "report.json")))
+  assert rep["format"] == "vam-eval-report-v1" and rep["workdir"] == os.path.abspath(trained)
+  (ev,) = rep["evaluations"]
+  assert ev["step"] == 4 and ev["agent"] == "policy" and ev["config"]["episodes"] == 2
+  assert {(c["embodiment"], c["task"], c["mode"], c["split"]) for c in ev["cells"]} == {
+      ("arm6", "reach", "easy", "train"), ("arm6", "push", "easy", "train")}
+  for c in ev["cells"]:
+    assert c["episodes"] == 2 and len(c["seeds"]) == 2 and 0 <= c["ci95"][0] <= c["success_rate"] <= c["ci95"][1] <= 1
+  assert 0 <= ev["means"]["overall"] <= 1 and set(ev["means"]["by_task"]) == {"reach", "push"}
+  assert ev["offline"]["arm6_joints"]["entries"] > 0 and ev["offline"]["arm6_joints"]["rmse_native"] > 0
+  assert len(ev["videos"]) == 2 and all(os.path.getsize(v["path"]) > 1000 for v in ev["videos"])
+  assert all(("success" in v["label"]) != ("failure" in v["label"]) for v in ev["videos"])
+  assert "<table>" in open(os.path.join(out, "report.html")).read()
+  assert os.listdir(os.path.join(out, "tensorboard"))
+
+
+@pytest.mark.slow
+def test_watch_evaluates_new_checkpoints_and_skips_partial_ones(tiny_data_dir, tmp_path):
+  w, out = str(tmp_path / "w"), str(tmp_path / "eval")
+  _train(tiny_data_dir, w, stop_after=2)
+  os.makedirs(os.path.join(w, "checkpoints", "3.orbax-checkpoint-tmp"))  # a save still being written
+  watcher = subprocess.Popen([sys.executable, "-m", "vam.eval", "--workdir", w, "--out", out, "--watch",
+                              "--poll_seconds=1", "--watch_timeout=600", *SMALL_EVAL,
+                              "--config.eval.offline_windows=0", "--config.eval.videos_per_task=0"],
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    deadline = time.time() + 600
+    while time.time() < deadline and not os.path.exists(os.path.join(out, "report.json")):
+      time.sleep(1)
+    shutil.rmtree(os.path.join(w, "checkpoints", "3.orbax-checkpoint-tmp"))
+    _train(tiny_data_dir, w)  # resumes and writes step 4, the last one: the watcher evaluates it and stops
+    stdout, stderr = watcher.communicate(timeout=600)
+  finally:
+    watcher.kill()
+  assert watcher.returncode == 0, stderr[-3000:]
+  steps = [e["step"] for e in json.load(open(os.path.join(out, "report.json")))["evaluations"]]
+  assert steps == [2, 4]
+
+
+def test_workdir_without_checkpoints(tmp_path):
+  proc = _eval_cli("--workdir", str(tmp_path))
+  assert proc.returncode != 0 and "has no checkpoints" in proc.stderr.splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_bad_checkpoints_give_clear_errors(trained, tmp_path):
+  from vam.eval import restore
+  with pytest.raises(checkpoints.CheckpointError, match=r"no finished checkpoint of step 7; finished steps: \[2, 4\]"):
+    restore.load(trained, 7)
+  broken = str(tmp_path / "broken")
+  shutil.copytree(trained, broken)
+  assets = os.path.join(broken, "checkpoints", "4", "assets", "metadata")
+  meta = json.load(open(assets))
+  meta["format"] = "vam-checkpoint-v0"
+  json.dump(meta, open(assets, "w"))
+  with pytest.raises(checkpoints.CheckpointError, match="format 'vam-checkpoint-v0'"):
+    restore.load(broken, 4)
+  shutil.rmtree(os.path.join(broken, "checkpoints", "4", "assets"))
+  with pytest.raises(checkpoints.CheckpointError, match="has no 'assets' item"):
+    restore.load(broken, 4)
+  with pytest.raises(config_lib.ConfigError, match="unknown config key 'eval.episode'"):
+    restore.load(trained, 4, [("eval.episode", "3")])
