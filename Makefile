@@ -19,13 +19,14 @@ $(STAMP): setup.py requirements.lock
 # JAX's persistent compilation cache: later runs skip most XLA compilation.
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.cache/jax
 
-# Builds the quickstart datasets (both, easy mode, with a preview video), then trains the image baseline
-# policy on them from scratch (a fresh workdir each time; `python -m vam.train` itself resumes).
+# Builds the quickstart datasets (both, easy mode, with a preview video), trains the image baseline policy
+# on them from scratch (a fresh workdir each time; `python -m vam.train` itself resumes), then evaluates it
+# in closed loop; the last line printed is `report: <path to report.json>`.
 demo: setup data
 	rm -rf $(OUT)/baseline
 	$(BIN)/python -m vam.train --config experiments/quickstart.py --workdir $(OUT)/baseline --config.data_dir=$(OUT)/data
-	@echo "datasets: $(OUT)/data   preview: $(OUT)/data/preview.mp4"
-	@echo "baseline: $(OUT)/baseline   (metrics.jsonl, tensorboard/, checkpoints/)"
+	@echo "datasets: $(OUT)/data   preview: $(OUT)/data/preview.mp4   baseline: $(OUT)/baseline"
+	$(BIN)/python -m vam.eval --workdir $(OUT)/baseline
 
 data: setup
 	$(BIN)/python -m vam.data.build --config experiments/datasets.py:quickstart --data_dir $(OUT)/data --overwrite
@@ -41,6 +42,9 @@ bench: setup
 	$(BIN)/python -m benchmarks.train --config experiments/quickstart.py --config.data_dir=$(OUT)/data \
 	    --out bench_results/train.json
 	$(BIN)/python -m benchmarks.datagen --out bench_results/datagen.json
+	test -d $(OUT)/baseline/checkpoints || $(BIN)/python -m vam.train --config experiments/quickstart.py \
+	    --workdir $(OUT)/baseline --config.data_dir=$(OUT)/data
+	$(BIN)/python -m benchmarks.eval --workdir $(OUT)/baseline --out bench_results/eval.json
 
 clean:
 	rm -rf out bench_results .pytest_cache

@@ -24,7 +24,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS.workdir:
     raise app.UsageError("--workdir is required")
-  logging.set_verbosity(logging.WARNING)
+  logging.set_verbosity(logging.ERROR)  # libraries (orbax warns that a read-only manager is read-only)
   from vam.eval import evaluate  # pylint: disable=g-import-not-at-top
   if FLAGS.watch:
     rep = evaluate.watch(FLAGS.workdir, FLAGS.out, _OVERRIDES, FLAGS.agent, FLAGS.poll_seconds, FLAGS.watch_timeout)

@@ -76,7 +76,8 @@ class Runner:
     self.env = make("easy", "train")  # steps and renders every cell's episodes
     self._reset_envs = {("easy", "train"): self.env}
 
-  def _reset(self, mode, split, keys, task_ids):
+  def reset(self, mode, split, keys, task_ids):
+    """A reset batch of `num_envs` episodes of (mode, split)."""
     env = self._reset_envs.get((mode, split))
     if env is None:
       env = self._reset_envs[(mode, split)] = self._make(mode, split)
@@ -104,7 +105,7 @@ class Runner:
         padded = batch + [batch[-1]] * (self.num_envs - len(batch))  # padding repeats the last episode
         keys = jnp.stack([jax.random.PRNGKey(j[4]) for j in padded])
         task_ids = jnp.asarray([tasks.task_id(j[1]) for j in padded], jnp.int32)
-        state = self._reset(mode, split, keys, task_ids)
+        state = self.reset(mode, split, keys, task_ids)
         episode = jax.device_get(state.episode)
         texts = [sim_rollout.instruction(j[1], j[4], episode, b)[0] for b, j in enumerate(padded)]
         instruction = jnp.asarray(np.stack([windows.encode_instruction(t) for t in texts]))
