@@ -27,6 +27,12 @@ if "xla_cpu_enable_concurrency_optimized_scheduler" not in os.environ.get("XLA_F
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                              " --xla_cpu_enable_concurrency_optimized_scheduler=false").strip()
 
+try:  # Warp logs one line per kernel module it loads: keep its warnings only.
+  import warp as _wp  # pylint: disable=g-import-not-at-top
+  _wp.config.log_level = _wp.LOG_WARNING
+except (ImportError, AttributeError):
+  pass
+
 BACKENDS = ("warp", "jax")
 
 
