@@ -52,20 +52,24 @@ def read(path: str) -> list[dict]:
   return [rows[s] for s in sorted(rows)]
 
 
-def measure_peak_flops(size: int | None = None, dtype=None, repeats: int = 5) -> float:
-  """Best achieved FLOP/s of a square matmul on device 0 (times the device count off CPU)."""
+def measure_peak_flops(size: int | None = None, dtype=None, min_seconds: float = 1.0, min_repeats: int = 5) -> float:
+  """Best achieved FLOP/s of a square matmul on device 0 (times the device count off CPU).
+
+  Best of at least `min_repeats` runs and `min_seconds` of timing: on a shared machine a single run can land
+  on a busy moment, and an underestimated peak would overstate MFU.
+  """
   device = jax.devices()[0]
   on_cpu = device.platform == "cpu"
-  size = size or (1024 if on_cpu else 8192)
+  size = size or (2048 if on_cpu else 8192)
   dtype = dtype or (jnp.float32 if on_cpu else jnp.bfloat16)
   a = jax.device_put(jnp.ones((size, size), dtype), device)
   matmul = jax.jit(lambda x: x @ x)
   matmul(a).block_until_ready()
-  best = float("inf")
-  for _ in range(repeats):
+  best, start, runs = float("inf"), time.perf_counter(), 0
+  while runs < min_repeats or time.perf_counter() - start < min_seconds:
     t = time.perf_counter()
     matmul(a).block_until_ready()
-    best = min(best, time.perf_counter() - t)
+    best, runs = min(best, time.perf_counter() - t), runs + 1
   per_device = 2.0 * size ** 3 / best
   return per_device if on_cpu else per_device * jax.device_count()
 
