@@ -13,6 +13,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from vam import checkpoints
+from vam import config as config_lib
 from vam import embodiment as embodiment_lib
 from vam.eval import defaults
 from vam.models import policies
@@ -64,7 +65,6 @@ def load(workdir: str, step: int | None = None, overrides=()) -> Restored:
   merged = defaults.get()
   merged.update(config.get("eval", {}))
   config.eval = merged
-  from vam import config as config_lib  # pylint: disable=g-import-not-at-top
   for key, text in overrides:
     config_lib.override(config, key, text)
   space = embodiment_lib.ActionSpace(tuple(assets["action_space"]["embodiments"]))

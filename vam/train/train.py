@@ -60,11 +60,11 @@ def make_inputs(config):
   return space, spec, loader
 
 
-def make_assets(config, space, loader) -> dict:
+def make_assets(config, space, loader, example: dict) -> dict:
   """What a checkpoint needs besides arrays: enough to rebuild the policy and its (de)normalisation."""
   return dict(format=checkpoints.FORMAT, config=json.loads(config.to_json_best_effort()),
               normalization=loader.normalizer.to_dict(), action_space=space.layout(),
-              image_size=int(loader.sources[0][0]["images"].shape[1]),
+              image_size=int(example["images"].shape[1]),
               datasets={e.name: e.path for e in loader.entries})
 
 
@@ -173,14 +173,15 @@ def train(config, workdir: str, stop_after: int | None = None) -> dict:
 
   # ---- Inputs (validated before anything is written) ----
   space, spec, loader = make_inputs(config)
-  assets = make_assets(config, space, loader)
+  example = loader.sources[0][0]  # one window: the batch's shapes and the image size
+  assets = make_assets(config, space, loader, example)
   mesh = sharding.make_mesh(dict(config.mesh))
   host_batch = check_batch_size(config, mesh)
   logging.info("mesh %s; global batch %d (%d per host); datasets %s", dict(mesh.shape), config.batch_size,
                host_batch, {e.name: (e.weight, len(s)) for e, s in zip(loader.entries, loader.sources)})
 
   # ---- Model and train step: abstract init -> shardings -> jitted init; the step compiled ahead of time ----
-  prog = build_program(config, space, assets["image_size"], loader.sources[0][0], mesh)
+  prog = build_program(config, space, assets["image_size"], example, mesh)
   state_sh, ema_sh, data_sharding = prog.state_shardings, prog.ema_shardings, prog.data_sharding
   peak = metrics_lib.measure_peak_flops()
   logging.info("params %.2fM; train step %.3g GFLOP; peak %.3g GFLOP/s (measured matmul); memory per device: %s",
