@@ -50,7 +50,7 @@ def test_learns_to_reconstruct():
 
   @nnx.jit
   def step(model, opt):
-    (loss, m), grads = nnx.value_and_grad(lambda mm: mm.loss(video), has_aux=True)(model)
+    (loss, m), grads = nnx.value_and_grad(lambda mm: mm.loss({"images": video}), has_aux=True)(model)
     opt.update(model, grads)
     return m
 

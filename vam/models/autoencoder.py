@@ -5,7 +5,7 @@ one latent frame).
     ae = VideoAutoencoder(AutoencoderConfig(), rngs=nnx.Rngs(0))
     z = ae.encode(video)        # uint8 (B, T, H, W, 3) -> (B, T / tf, H / 8, W / 8, latent_channels)
     x = ae.decode(z)            # -> float (B, T, H, W, 3) in [-1, 1]
-    loss, metrics = ae.loss(video)   # reconstruction MSE (+ a small latent L2), PSNR
+    loss, metrics = ae.loss({'images': video})   # reconstruction MSE (+ a small latent L2), PSNR
 
 Time compression stacks `tf` consecutive frames on the channel axis before the 2-D encoder (and unstacks
 after the decoder): exact, cheap, and the latents keep one grid per latent frame. A deterministic
@@ -93,8 +93,11 @@ class VideoAutoencoder(nnx.Module):
     h, w = x.shape[1:3]
     return x.reshape(b, tl, h, w, tf, 3).transpose(0, 1, 4, 2, 3, 5).reshape(b, tl * tf, h, w, 3)
 
-  def loss(self, video):
-    """Reconstruction MSE in [-1, 1] units + latent_l2 * mean(z^2). Returns (loss, metrics incl. PSNR in dB)."""
+  def loss(self, batch, rng=None):
+    """Reconstruction MSE in [-1, 1] units + latent_l2 * mean(z^2) on `batch["images"]` (B, T, H, W, 3).
+    Returns (loss, metrics incl. PSNR in dB). `rng` is unused (the autoencoder is deterministic)."""
+    del rng
+    video = batch["images"]
     target = video.astype(jnp.float32) / 127.5 - 1.0 if video.dtype == jnp.uint8 else video
     z = self.encode(video)
     mse = jnp.mean(jnp.square(self.decode(z) - target))

@@ -1,4 +1,4 @@
-"""Observation encoders of the image-conditioned baseline: images and instructions -> tokens."""
+"""Observation encoders of the image-conditioned baseline: images -> tokens (instructions: `vam.models.text`)."""
 
 import dataclasses
 
@@ -6,21 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vam.models import layers
-
-
-class EncoderBlock(nnx.Module):
-  """Pre-norm transformer block (self-attention with QK-RMSNorm, MLP)."""
-
-  def __init__(self, dim: int, heads: int, *, rngs: nnx.Rngs):
-    self.norm1 = nnx.LayerNorm(dim, rngs=rngs)
-    self.attn = layers.Attention(dim, heads, rngs=rngs)
-    self.norm2 = nnx.LayerNorm(dim, rngs=rngs)
-    self.mlp = layers.Mlp(dim, 4 * dim, dim, rngs=rngs)
-
-  def __call__(self, x, mask=None):
-    x = x + self.attn(self.norm1(x), mask=mask)
-    return x + self.mlp(self.norm2(x))
+from vam.models import layers, text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +31,7 @@ class ImageEncoder(nnx.Module):
     self.patch = nnx.Conv(3, cfg.width, (cfg.patch, cfg.patch), strides=(cfg.patch, cfg.patch), padding="VALID",
                           rngs=rngs)
     self.pos = nnx.Param(0.02 * jax.random.normal(rngs.params(), (cfg.frames, n, cfg.width)))
-    self.blocks = nnx.List([EncoderBlock(cfg.width, cfg.heads, rngs=rngs) for _ in range(cfg.depth)])
+    self.blocks = nnx.List([layers.TransformerBlock(cfg.width, cfg.heads, rngs=rngs) for _ in range(cfg.depth)])
     self.norm = nnx.LayerNorm(cfg.width, rngs=rngs)
 
   def __call__(self, images):
@@ -58,21 +44,5 @@ class ImageEncoder(nnx.Module):
     return self.norm(x)
 
 
-class InstructionEncoder(nnx.Module):
-  """Byte-level transformer over the UTF-8 instruction: (B, L) uint8 -> tokens (B, L, D), mask (B, L)."""
-
-  def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
-    self.text_len = cfg.text_len
-    self.embed = nnx.Embed(256, cfg.width, rngs=rngs)
-    self.pos = nnx.Param(0.02 * jax.random.normal(rngs.params(), (cfg.text_len, cfg.width)))
-    self.blocks = nnx.List([EncoderBlock(cfg.width, cfg.heads, rngs=rngs) for _ in range(cfg.text_depth)])
-    self.norm = nnx.LayerNorm(cfg.width, rngs=rngs)
-
-  def __call__(self, text):
-    text = text[:, :self.text_len]
-    mask = text > 0
-    mask = mask.at[:, 0].set(True)  # an empty instruction still has one key to attend to
-    x = self.embed(text.astype(jnp.int32)) + self.pos.value[None, :text.shape[1]]
-    for block in self.blocks:
-      x = block(x, mask=mask)
-    return self.norm(x), mask
+def text_config(cfg: EncoderConfig) -> text.TextConfig:
+  return text.TextConfig(width=cfg.width, depth=cfg.text_depth, heads=cfg.heads, text_len=cfg.text_len)

@@ -1,4 +1,5 @@
-"""Shared transformer pieces: sinusoidal time embedding, attention with QK-RMSNorm, adaLN modulation."""
+"""Shared transformer pieces: sinusoidal time embedding, attention with QK-RMSNorm and optional rotary
+positions, LoRA-capable linear layers, adaLN modulation."""
 
 import jax
 import jax.numpy as jnp
@@ -13,10 +14,32 @@ def timestep_embedding(t, dim: int, max_period: float = 10_000.0):
   return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
 
 
+class LoraLinear(nnx.Module):
+  """`base` (an nnx.Linear) plus, when rank > 0, a low-rank update `x A B * alpha / rank` with B = 0 at init.
+
+  The base sits under its own name whatever the rank, so a rank-0 (pretrained) checkpoint and a LoRA model
+  share parameter paths: fine-tuning loads the base and trains only `lora_a`/`lora_b`."""
+
+  def __init__(self, d_in: int, d_out: int, *, rank: int = 0, alpha: float | None = None, use_bias: bool = True,
+               rngs: nnx.Rngs):
+    self.base = nnx.Linear(d_in, d_out, use_bias=use_bias, rngs=rngs)
+    self.rank = rank
+    if rank > 0:
+      self.scale = (alpha or rank) / rank
+      self.lora_a = nnx.Param(jax.random.normal(rngs.params(), (d_in, rank)) / jnp.sqrt(d_in))
+      self.lora_b = nnx.Param(jnp.zeros((rank, d_out)))
+
+  def __call__(self, x):
+    y = self.base(x)
+    if self.rank > 0:
+      y = y + (x @ self.lora_a.value) @ self.lora_b.value * self.scale
+    return y
+
+
 class Mlp(nnx.Module):
-  def __init__(self, d_in: int, d_hidden: int, d_out: int, *, rngs: nnx.Rngs):
-    self.fc1 = nnx.Linear(d_in, d_hidden, rngs=rngs)
-    self.fc2 = nnx.Linear(d_hidden, d_out, rngs=rngs)
+  def __init__(self, d_in: int, d_hidden: int, d_out: int, *, linear=nnx.Linear, rngs: nnx.Rngs):
+    self.fc1 = linear(d_in, d_hidden, rngs=rngs)
+    self.fc2 = linear(d_hidden, d_out, rngs=rngs)
 
   def __call__(self, x):
     return self.fc2(jax.nn.gelu(self.fc1(x)))
@@ -25,29 +48,71 @@ class Mlp(nnx.Module):
 class Attention(nnx.Module):
   """Multi-head attention (self or cross) with RMS-normalised queries and keys."""
 
-  def __init__(self, dim: int, heads: int, kv_dim: int | None = None, *, rngs: nnx.Rngs):
+  def __init__(self, dim: int, heads: int, kv_dim: int | None = None, *, linear=nnx.Linear, rngs: nnx.Rngs):
     if dim % heads:
       raise ValueError(f"attention width {dim} is not divisible by {heads} heads")
     kv_dim = kv_dim or dim
     self.heads, self.head_dim = heads, dim // heads
-    self.q = nnx.Linear(dim, dim, use_bias=False, rngs=rngs)
-    self.k = nnx.Linear(kv_dim, dim, use_bias=False, rngs=rngs)
-    self.v = nnx.Linear(kv_dim, dim, use_bias=False, rngs=rngs)
-    self.out = nnx.Linear(dim, dim, rngs=rngs)
+    self.q = linear(dim, dim, use_bias=False, rngs=rngs)
+    self.k = linear(kv_dim, dim, use_bias=False, rngs=rngs)
+    self.v = linear(kv_dim, dim, use_bias=False, rngs=rngs)
+    self.out = linear(dim, dim, rngs=rngs)
     self.q_norm = nnx.RMSNorm(self.head_dim, rngs=rngs)
     self.k_norm = nnx.RMSNorm(self.head_dim, rngs=rngs)
 
-  def __call__(self, x, context=None, mask=None):
-    """x (B, N, D), context (B, M, Dc) or None (self-attention), mask (B, M) bool of valid keys."""
+  def __call__(self, x, context=None, mask=None, rope=None):
+    """x (B, N, D), context (B, M, Dc) or None (self-attention), mask (B, M) bool of valid keys,
+    rope: (cos, sin) each (N, head_dim / 2) rotating queries and keys (self-attention only)."""
     context = x if context is None else context
     split = lambda y: y.reshape(*y.shape[:-1], self.heads, self.head_dim)
     q, k, v = self.q_norm(split(self.q(x))), self.k_norm(split(self.k(context))), split(self.v(context))
+    if rope is not None:
+      q, k = apply_rope(q, *rope), apply_rope(k, *rope)
     logits = jnp.einsum("bnhd,bmhd->bhnm", q, k) / jnp.sqrt(self.head_dim).astype(q.dtype)
     if mask is not None:
       logits = jnp.where(mask[:, None, None, :], logits, jnp.finfo(logits.dtype).min)
     weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
     y = jnp.einsum("bhnm,bmhd->bnhd", weights, v)
     return self.out(y.reshape(*x.shape[:-1], -1))
+
+
+class TransformerBlock(nnx.Module):
+  """Pre-norm transformer block (self-attention with QK-RMSNorm, MLP)."""
+
+  def __init__(self, dim: int, heads: int, *, rngs: nnx.Rngs):
+    self.norm1 = nnx.LayerNorm(dim, rngs=rngs)
+    self.attn = Attention(dim, heads, rngs=rngs)
+    self.norm2 = nnx.LayerNorm(dim, rngs=rngs)
+    self.mlp = Mlp(dim, 4 * dim, dim, rngs=rngs)
+
+  def __call__(self, x, mask=None):
+    x = x + self.attn(self.norm1(x), mask=mask)
+    return x + self.mlp(self.norm2(x))
+
+
+def rope_3d(positions, head_dim: int, base: float = 10_000.0):
+  """Rotary angles for tokens at integer (t, y, x) `positions` (N, 3): (cos, sin), each (N, head_dim / 2).
+
+  The head's frequency pairs are split over the three axes (time gets the remainder), each axis with its
+  own geometric frequency ladder, so attention logits depend on relative offsets in time and space."""
+  if head_dim % 2:
+    raise ValueError(f"rotary positions need an even head width, got {head_dim}")
+  pairs = head_dim // 2
+  per_axis = [pairs - 2 * (pairs // 3), pairs // 3, pairs // 3]
+  angles = []
+  for axis, n in enumerate(per_axis):
+    if n:
+      freqs = base ** (-jnp.arange(n) / n)
+      angles.append(positions[:, axis:axis + 1].astype(jnp.float32) * freqs[None])
+  angles = jnp.concatenate(angles, axis=-1)
+  return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rope(x, cos, sin):
+  """Rotates x (B, N, H, D) pairwise (first half, second half of D) by per-token angles (N, D / 2)."""
+  x1, x2 = jnp.split(x, 2, axis=-1)
+  c, s = cos[None, :, None, :].astype(x.dtype), sin[None, :, None, :].astype(x.dtype)
+  return jnp.concatenate([x1 * c - x2 * s, x1 * s + x2 * c], axis=-1)
 
 
 class AdaLN(nnx.Module):

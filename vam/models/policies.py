@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vam import flow
-from vam.models import action_decoder, encoders
+from vam.models import action_decoder, encoders, text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,16 +32,16 @@ class ImageBaseline(nnx.Module):
       raise ValueError(f"decoder.cond_dim ({cfg.decoder.cond_dim}) must equal encoder.width ({cfg.encoder.width})")
     self.cfg = cfg
     self.images = encoders.ImageEncoder(cfg.encoder, rngs=rngs)
-    self.text = encoders.InstructionEncoder(cfg.encoder, rngs=rngs)
+    self.text = text.InstructionEncoder(encoders.text_config(cfg.encoder), rngs=rngs)
     self.embodiment = nnx.Embed(cfg.encoder.num_embodiments, cfg.encoder.width, rngs=rngs)
     self.decoder = action_decoder.ActionDecoder(cfg.decoder, rngs=rngs)
 
   def condition(self, batch):
     """Observation tokens (B, M, D) and their mask (B, M)."""
     img = self.images(batch["images"])
-    text, text_mask = self.text(batch["instruction"])
+    words, text_mask = self.text(batch["instruction"])
     emb = self.embodiment(batch["embodiment_id"])[:, None]
-    tokens = jnp.concatenate([emb, img, text], axis=1)
+    tokens = jnp.concatenate([emb, img, words], axis=1)
     b = img.shape[0]
     mask = jnp.concatenate([jnp.ones((b, 1 + img.shape[1]), bool), text_mask], axis=1)
     return tokens, mask
@@ -92,18 +92,3 @@ def factory(config, action_dim: int, num_embodiments: int, image_size: int):
   return functools.partial(from_config, config.model, action_dim=action_dim, proprio_dim=d.proprio_dim,
                            horizon=d.action_horizon, frames=d.context_frames, image_size=image_size,
                            num_embodiments=num_embodiments)
-
-
-class Binder:
-  """Turns a pure-dict params pytree back into the NNX module (pure: usable inside jit)."""
-
-  def __init__(self, make_model):
-    abstract = nnx.eval_shape(lambda: make_model(rngs=nnx.Rngs(0)))
-    self.graphdef, self.abstract_params, rest = nnx.split(abstract, nnx.Param, ...)
-    if jax.tree.leaves(rest):
-      raise ValueError(f"the model holds non-parameter state, which training does not carry: {rest}")
-
-  def __call__(self, params) -> nnx.Module:
-    state = jax.tree.map(lambda x: x, self.abstract_params)
-    nnx.replace_by_pure_dict(state, params)
-    return nnx.merge(self.graphdef, state)

@@ -1,0 +1,88 @@
+"""Which model a training config describes: `config.model.name` -> its constructor, the batch keys its
+`loss` reads and the parameters its optimizer must leave alone. Training builds models through here, and
+evaluation rebuilds them from a checkpoint's saved config the same way.
+
+Every model has `loss(batch, rng) -> (loss, metrics)`; parameters travel as pure dicts (`Binder`).
+"""
+
+import functools
+
+import jax
+from flax import nnx
+
+from vam.models import autoencoder, policies, text, video_dit, video_model
+
+MODELS = ("image_baseline", "autoencoder", "video_dit")
+
+
+def check_name(config) -> str:
+  name = config.model.name
+  if name not in MODELS:
+    raise ValueError(f"config.model.name={name!r}; valid: {list(MODELS)}")
+  return name
+
+
+def autoencoder_config(model_cfg) -> autoencoder.AutoencoderConfig:
+  ae = dict(model_cfg.autoencoder)
+  return autoencoder.AutoencoderConfig(**dict(ae, widths=tuple(ae["widths"])))
+
+
+def temporal_factor(config) -> int:
+  """Frames per latent frame of the config's autoencoder (1 for models without one)."""
+  return autoencoder_config(config.model).temporal_factor if check_name(config) != "image_baseline" else 1
+
+
+def video_config(config, image_size: int, num_embodiments: int) -> video_model.VideoModelConfig:
+  m, d = config.model, config.data
+  ae = autoencoder_config(m)
+  if image_size % ae.spatial_factor:
+    raise ValueError(f"image size {image_size} is not divisible by the autoencoder's spatial factor "
+                     f"{ae.spatial_factor} (config.model.autoencoder.widths)")
+  latent = image_size // ae.spatial_factor
+  txt = text.TextConfig(**dict(m.text))
+  dit = video_dit.DiTConfig(**dict(m.dit), latent_channels=ae.latent_channels, latent_size=(latent, latent),
+                            frames=d.context_frames + d.future_frames, text_dim=txt.width,
+                            num_embodiments=num_embodiments)
+  return video_model.VideoModelConfig(autoencoder=ae, text=txt, dit=dit, context_frames=d.context_frames,
+                                      future_frames=d.future_frames, time_sampler=m.time_sampler,
+                                      time_mean=m.time_mean, time_std=m.time_std, sample_steps=m.sample_steps)
+
+
+def factory(config, action_dim: int, num_embodiments: int, image_size: int):
+  """`rngs -> model` for a full training config (its `model` and `data` sections)."""
+  name = check_name(config)
+  if name == "image_baseline":
+    return policies.factory(config, action_dim, num_embodiments, image_size)
+  if name == "autoencoder":
+    return functools.partial(autoencoder.VideoAutoencoder, autoencoder_config(config.model))
+  return functools.partial(video_model.VideoModel, video_config(config, image_size, num_embodiments))
+
+
+def input_keys(config) -> tuple[str, ...]:
+  """The window keys the model's `loss` reads (the rest of a window stays on the host)."""
+  name = check_name(config)
+  if name == "image_baseline":
+    return policies.INPUT_KEYS
+  if name == "autoencoder":
+    return ("images",)
+  return video_model.LATENT_KEYS if config.data.get("use_latents", False) else video_model.PIXEL_KEYS
+
+
+def frozen_pattern(config) -> str | None:
+  """Regex over '/'-joined parameter paths that the optimizer must not update (None: train everything)."""
+  return video_model.FROZEN if check_name(config) == "video_dit" else None
+
+
+class Binder:
+  """Turns a pure-dict params pytree back into the NNX module (pure: usable inside jit)."""
+
+  def __init__(self, make_model):
+    abstract = nnx.eval_shape(lambda: make_model(rngs=nnx.Rngs(0)))
+    self.graphdef, self.abstract_params, rest = nnx.split(abstract, nnx.Param, ...)
+    if jax.tree.leaves(rest):
+      raise ValueError(f"the model holds non-parameter state, which training does not carry: {rest}")
+
+  def __call__(self, params) -> nnx.Module:
+    state = jax.tree.map(lambda x: x, self.abstract_params)
+    nnx.replace_by_pure_dict(state, params)
+    return nnx.merge(self.graphdef, state)

@@ -1,0 +1,143 @@
+"""The stage-1 video model: frozen autoencoder + instruction encoder + latent video DiT, trained by flow
+matching on the future latents only (METHOD.md).
+
+Batch keys (window of `vam.input.windows`): `instruction` (B, L) uint8, `embodiment_id` (B,), `future_mask`
+(B, H_f) bool (latent frames that exist), and either pixels -- `images` (B, H_o * tf, H, W, 3), `future_images`
+(B, H_f * tf, H, W, 3), encoded on the fly -- or precomputed latents `context_latents` (B, H_o, h, w, C) and
+`future_latents` (B, H_f, h, w, C) (`python -m vam.data.latents`).
+
+Latents are standardised per channel with `latent_mean`/`latent_std`, measured on training data when a
+run starts (`calibrate`) and frozen with the autoencoder, so the DiT sees unit-scale targets whatever the
+autoencoder's latent scale. `FROZEN` names the parameters the optimizer never updates.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from vam import flow
+from vam.models import autoencoder as autoencoder_lib
+from vam.models import text as text_lib
+from vam.models import video_dit
+
+FROZEN = r"^(autoencoder|latent_mean|latent_std)/"  # matched against '/'-joined parameter paths
+PIXEL_KEYS = ("images", "future_images", "future_mask", "instruction", "embodiment_id")
+LATENT_KEYS = ("context_latents", "future_latents", "future_mask", "instruction", "embodiment_id")
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoModelConfig:
+  autoencoder: autoencoder_lib.AutoencoderConfig
+  text: text_lib.TextConfig
+  dit: video_dit.DiTConfig
+  context_frames: int  # H_o latent frames
+  future_frames: int  # H_f latent frames
+  time_sampler: str = "logit_normal"
+  time_mean: float = 0.0
+  time_std: float = 1.0
+  sample_steps: int = 20
+
+
+def psnr(pred, target, mask=None):
+  """PSNR in dB of [-1, 1] frames (B, T, H, W, 3); per example (B,), over the frames where `mask` (B, T)."""
+  se = jnp.mean(jnp.square(pred - target), axis=(2, 3, 4))
+  m = jnp.ones(se.shape, bool) if mask is None else mask
+  mse = jnp.sum(se * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1)
+  return 10.0 * jnp.log10(4.0 / jnp.maximum(mse, 1e-10))
+
+
+class VideoModel(nnx.Module):
+  def __init__(self, cfg: VideoModelConfig, *, rngs: nnx.Rngs):
+    if cfg.dit.frames != cfg.context_frames + cfg.future_frames:
+      raise ValueError(f"dit.frames={cfg.dit.frames} must be context_frames + future_frames "
+                       f"({cfg.context_frames} + {cfg.future_frames})")
+    if cfg.future_frames < 1:
+      raise ValueError("the video model needs future_frames >= 1 (its targets)")
+    self.cfg = cfg
+    self.autoencoder = autoencoder_lib.VideoAutoencoder(cfg.autoencoder, rngs=rngs)
+    c = cfg.autoencoder.latent_channels
+    self.latent_mean = nnx.Param(jnp.zeros((c,)))
+    self.latent_std = nnx.Param(jnp.ones((c,)))
+    self.text = text_lib.InstructionEncoder(cfg.text, rngs=rngs)
+    self.dit = video_dit.VideoDiT(cfg.dit, rngs=rngs)
+
+  # ---- latents ----
+  def encode(self, video):
+    """Pixels (B, T, H, W, 3) -> standardised latents (B, T / tf, h, w, C) (no gradient to the autoencoder)."""
+    return self.standardise(jax.lax.stop_gradient(self.autoencoder.encode(video)))
+
+  def standardise(self, z):
+    return (z - self.latent_mean.value) / self.latent_std.value
+
+  def decode(self, z):
+    """Standardised latents -> frames in [-1, 1]."""
+    return self.autoencoder.decode(z * self.latent_std.value + self.latent_mean.value)
+
+  def latents(self, batch):
+    """(context, future) standardised latents of a batch, from stored latents or by encoding its pixels."""
+    if "context_latents" in batch:
+      return self.standardise(batch["context_latents"]), self.standardise(batch["future_latents"])
+    return self.encode(batch["images"]), self.encode(batch["future_images"])
+
+  def calibrate(self, batch) -> tuple[jax.Array, jax.Array]:
+    """Per-channel mean and std (C,) of the raw latents of a batch (context and future frames)."""
+    if "context_latents" in batch:
+      z = jnp.concatenate([batch["context_latents"], batch["future_latents"]], axis=1)
+    else:
+      z = self.autoencoder.encode(jnp.concatenate([batch["images"], batch["future_images"]], axis=1))
+    axes = tuple(range(z.ndim - 1))
+    return jnp.mean(z, axis=axes), jnp.maximum(jnp.std(z, axis=axes), 1e-3)
+
+  # ---- the flow ----
+  def condition(self, batch):
+    words, mask = self.text(batch["instruction"])
+    return words, mask
+
+  def velocity(self, context, noisy_future, tau, words, word_mask, embodiment_id):
+    return self.dit(context, noisy_future, tau, words, word_mask, embodiment_id)
+
+  def loss(self, batch, rng):
+    """Flow matching on the future latents only (masked by `future_mask`). Returns (loss, metrics)."""
+    k_t, k_eps = jax.random.split(rng)
+    context, x0 = self.latents(batch)
+    b = x0.shape[0]
+    tau = flow.sample_time(k_t, (b,), self.cfg.time_sampler, mean=self.cfg.time_mean, std=self.cfg.time_std)
+    eps = jax.random.normal(k_eps, x0.shape, x0.dtype)
+    words, word_mask = self.condition(batch)
+    v = self.velocity(context, flow.interpolate(x0, eps, tau), tau, words, word_mask, batch["embodiment_id"])
+    mask = batch["future_mask"][:, :, None, None, None]
+    loss = flow.loss(v, x0, eps, mask)
+    return loss, {"flow_loss": loss}
+
+  def loss_at(self, batch, tau, eps):
+    """Per-example flow loss (B,) at given times tau (B,) and noise eps (B, H_f, h, w, C): low-variance
+    validation losses bucketed by tau (fixed times and noise)."""
+    context, x0 = self.latents(batch)
+    words, word_mask = self.condition(batch)
+    v = self.velocity(context, flow.interpolate(x0, eps, tau), tau, words, word_mask, batch["embodiment_id"])
+    err = jnp.mean(jnp.square(v - flow.target_velocity(x0, eps)), axis=(2, 3, 4))
+    m = batch["future_mask"]
+    return jnp.sum(err * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1)
+
+  def hidden_states(self, batch, tau_v, layer: int, rng):
+    """Hidden states after DiT block `layer` (B, N, D) with the future latents noised to tau_v (B,) --
+    from the ground-truth future (teacher forcing) when the batch has it, else from pure noise (tau_v = 1)."""
+    context, future = self.latents(batch)
+    eps = jax.random.normal(rng, future.shape, future.dtype)
+    words, word_mask = self.condition(batch)
+    return self.dit(context, flow.interpolate(future, eps, tau_v), tau_v, words, word_mask,
+                    batch["embodiment_id"], layer=layer)
+
+  def sample(self, batch, rng, num_steps: int | None = None, tau_stop: float = 0.0):
+    """Future latents (B, H_f, h, w, C) by Euler integration from noise at tau = 1 down to `tau_stop`."""
+    context, future = self.latents(batch)
+    words, word_mask = self.condition(batch)
+    velocity = lambda x, tau: self.velocity(context, x, tau, words, word_mask, batch["embodiment_id"])
+    noise = jax.random.normal(rng, future.shape, future.dtype)
+    return flow.euler(velocity, noise, num_steps or self.cfg.sample_steps, tau_end=tau_stop)
+
+  def predict_frames(self, batch, rng, num_steps: int | None = None):
+    """Sampled future frames in [-1, 1] (B, H_f * tf, H, W, 3)."""
+    return self.decode(self.sample(batch, rng, num_steps))
