@@ -33,7 +33,6 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   import jax  # pylint: disable=g-import-not-at-top
   from vam.input import pipeline  # pylint: disable=g-import-not-at-top
-  from vam.models import policies  # pylint: disable=g-import-not-at-top
   from vam.train import metrics, sharding, train  # pylint: disable=g-import-not-at-top
 
   config = config_lib.load(FLAGS.config, _OVERRIDES)
@@ -57,7 +56,7 @@ def main(argv):
   res["loader"] = dict(batches_per_s=n / dt, examples_per_s=n * host_batch / dt, workers=FLAGS.workers)
 
   # Train step alone, on one resident batch.
-  device_batch = pipeline.to_global({k: batch[k] for k in policies.INPUT_KEYS}, prog.data_sharding)
+  device_batch = pipeline.to_global({k: batch[k] for k in prog.input_keys}, prog.data_sharding)
   state, ema = prog.init(jax.random.PRNGKey(0))
   for _ in range(3):
     state, ema, m = prog.step(state, ema, device_batch)
@@ -75,7 +74,7 @@ def main(argv):
   t = time.perf_counter()
   for _ in range(n):
     host = next(it)
-    state, ema, m = prog.step(state, ema, pipeline.to_global({k: host[k] for k in policies.INPUT_KEYS},
+    state, ema, m = prog.step(state, ema, pipeline.to_global({k: host[k] for k in prog.input_keys},
                                                              prog.data_sharding))
   jax.block_until_ready(m)
   loop_time = (time.perf_counter() - t) / n

@@ -26,7 +26,7 @@ def _video(b=2, t=4, size=32, seed=0):
 
 @pytest.mark.parametrize("tf", [1, 2])
 def test_shapes_and_compression(tf):
-  cfg = autoencoder.AutoencoderConfig(widths=(8, 16), latent_channels=4, temporal_factor=tf)
+  cfg = autoencoder.AutoencoderConfig(patch=4, width=16, blocks=1, latent_channels=4, temporal_factor=tf)
   ae = autoencoder.VideoAutoencoder(cfg, rngs=nnx.Rngs(0))
   video = jnp.asarray(_video(t=4))
   z = nnx.jit(lambda m, v: m.encode(v))(ae, video)
@@ -36,14 +36,14 @@ def test_shapes_and_compression(tf):
 
 
 def test_indivisible_video_is_refused():
-  ae = autoencoder.VideoAutoencoder(autoencoder.AutoencoderConfig(widths=(8, 16), temporal_factor=2),
+  ae = autoencoder.VideoAutoencoder(autoencoder.AutoencoderConfig(width=16, temporal_factor=2),
                                     rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="must be divisible"):
     ae.encode(jnp.zeros((1, 3, 32, 32, 3), jnp.uint8))
 
 
 def test_learns_to_reconstruct():
-  cfg = autoencoder.AutoencoderConfig(widths=(16, 32), latent_channels=8, temporal_factor=2)
+  cfg = autoencoder.AutoencoderConfig(patch=4, width=32, blocks=2, latent_channels=8, temporal_factor=2)
   ae = autoencoder.VideoAutoencoder(cfg, rngs=nnx.Rngs(0))
   opt = nnx.Optimizer(ae, optax.adam(2e-3), wrt=nnx.Param)
   video = jnp.asarray(_video(b=4, t=4))

@@ -150,7 +150,7 @@ def _strip_lora(tree):
 
 
 def _video_cfg(**dit_kw):
-  ae = autoencoder.AutoencoderConfig(widths=(8, 16), latent_channels=4)
+  ae = autoencoder.AutoencoderConfig(patch=4, width=16, blocks=1, latent_channels=4)
   txt = text.TextConfig(width=16, depth=1, heads=2, text_len=16)
   dit = _dit_cfg(**{"text_dim": 16, "frames": 3, **dit_kw})
   return video_model.VideoModelConfig(ae, txt, dit, context_frames=2, future_frames=1, sample_steps=4)
@@ -205,8 +205,8 @@ def test_video_model_learns_and_samples():
 def test_registry_builds_every_model():
   import ml_collections
   c = ml_collections.ConfigDict(dict(
-      model=dict(name="video_dit", autoencoder=dict(widths=[8, 16], latent_channels=4, temporal_factor=1,
-                                                     latent_l2=1e-3),
+      model=dict(name="video_dit", autoencoder=dict(patch=4, width=16, blocks=1, latent_channels=4,
+                                                     temporal_factor=1, latent_l2=1e-3),
                  text=dict(width=16, depth=1, heads=2, text_len=16),
                  dit=dict(width=32, depth=2, heads=2, patch=2), time_sampler="logit_normal", time_mean=0.0,
                  time_std=1.0, sample_steps=4),

@@ -11,10 +11,12 @@ reader that lists steps through a manager never sees a half-written checkpoint. 
 import `vam.train` (the eval harness restores params only).
 """
 
+import hashlib
 import os
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 FORMAT = "vam-checkpoint-v1"
@@ -81,6 +83,9 @@ def check_compatible(saved: dict, current: dict, where: str) -> None:
     problems += _diff(_get(saved["config"], key), _get(current["config"], key), f"config.{key}")
   if saved.get("action_space") != current.get("action_space"):
     problems.append("action_space: the unified action layout differs (embodiments or slot sizes)")
+  if saved.get("autoencoder_fingerprint") != current.get("autoencoder_fingerprint"):
+    problems.append(f"autoencoder: the run started with autoencoder {saved.get('autoencoder_fingerprint')}, "
+                    f"config.model.autoencoder_workdir now holds {current.get('autoencoder_fingerprint')}")
   if problems:
     raise CheckpointError(f"the checkpoint in {where} was written by an incompatible config:\n  " +
                           "\n  ".join(problems[:20]) + "\nuse a new --workdir, or the config it was trained with.")
@@ -92,3 +97,35 @@ def abstract_like(tree, shardings=None):
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 
+
+
+def restore_params(workdir: str, step: int | None = None) -> tuple[dict, dict, int]:
+  """(EMA params on the first device, assets, step) of a finished checkpoint, whatever mesh wrote it: what a
+  run that starts from a pretrained model (a frozen autoencoder, a video model to fine-tune) loads."""
+  mngr = manager(workdir, read_only=True) if os.path.isdir(directory(workdir)) else None
+  steps = sorted(mngr.all_steps()) if mngr is not None else []
+  if not steps:
+    raise CheckpointError(f"workdir {workdir!r} has no finished checkpoint (train it first with python -m vam.train)")
+  step = steps[-1] if step is None else int(step)
+  if step not in steps:
+    raise CheckpointError(f"workdir {workdir!r} has no finished checkpoint of step {step}; finished: {steps}")
+  assets = read_assets(mngr, step)
+  path = os.path.join(str(mngr.directory), str(step), EMA)
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  if not os.path.isdir(path):
+    raise CheckpointError(f"checkpoint {mngr.directory}/{step} has no {EMA!r} item")
+  metadata = mngr.item_metadata(step)[EMA].tree
+  abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
+  params = mngr.restore(step, args=ocp.args.Composite(**{EMA: ocp.args.StandardRestore(abstract)}))[EMA]
+  return params, assets, step
+
+
+def fingerprint(params) -> str:
+  """A short content hash of a params pytree (names, shapes and values)."""
+  digest = hashlib.sha256()
+  for path, leaf in sorted(jax.tree_util.tree_flatten_with_path(params)[0], key=lambda kv: jax.tree_util.keystr(kv[0])):
+    arr = np.asarray(jax.device_get(leaf))
+    digest.update(jax.tree_util.keystr(path).encode())
+    digest.update(str(arr.shape).encode() + str(arr.dtype).encode())
+    digest.update(np.ascontiguousarray(arr).tobytes())
+  return digest.hexdigest()[:12]

@@ -11,6 +11,7 @@ import difflib
 import importlib.util
 import json
 import os
+import sys
 from typing import Sequence
 
 import ml_collections
@@ -29,7 +30,12 @@ def load_file(spec: str) -> ml_collections.ConfigDict:
     raise ConfigError(f"config file {path!r} does not exist (from --config={spec!r})")
   module_spec = importlib.util.spec_from_file_location(f"vam_config_{abs(hash(path))}", path)
   module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
+  folder = os.path.dirname(os.path.abspath(path))
+  sys.path.insert(0, folder)  # config files may import their siblings (experiments/common.py)
+  try:
+    module_spec.loader.exec_module(module)
+  finally:
+    sys.path.remove(folder)
   if not hasattr(module, "get_config"):
     raise ConfigError(f"config file {path!r} defines no get_config(arg)")
   config = module.get_config(arg or None)

@@ -20,5 +20,11 @@ def get(**overrides) -> ml_collections.ConfigDict:
   c.videos_per_task = 2  # rollout videos per embodiment and task (a success and a failure when there are both)
   c.offline_windows = 256  # held-out windows for the offline action error (0: skip)
   c.offline_batch = 64
+  # Video models (autoencoder, video DiT): held-out (val split) clips.
+  c.video_clips = 64  # clips for PSNR/SSIM of predicted (or reconstructed) future frames
+  c.video_batch = 16
+  c.video_sample_steps = 20  # Euler steps of the video flow
+  c.tau_buckets = 8  # validation flow loss at this many fixed tau_v (bucket centres), fixed noise
+  c.video_samples = 4  # side-by-side predicted-vs-real videos in the report
   c.update(overrides)
   return c

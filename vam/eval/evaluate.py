@@ -5,10 +5,11 @@ import time
 
 from vam import checkpoints
 from vam import log as log_lib
-from vam.eval import agents, closed_loop, offline, report, restore
+from vam.eval import agents, closed_loop, offline, report, restore, video
 
 logging = log_lib.get("vam.eval")
 AGENTS = ("policy", "expert", "random")
+VIDEO_MODELS = ("autoencoder", "video_dit")  # evaluated offline on held-out clips (vam/eval/video.py)
 
 
 def _pick_videos(result: dict, count: int) -> list[int]:
@@ -30,6 +31,16 @@ def evaluate(workdir: str, step: int | None = None, out: str | None = None, over
   ec, cfg = restored.config.eval, restored.config
   out = os.path.abspath(out or os.path.join(workdir, "eval"))
   os.makedirs(out, exist_ok=True)
+  if cfg.model.name in VIDEO_MODELS:
+    if agent != "policy":
+      raise ValueError(f"--agent={agent!r}: {workdir} holds a {cfg.model.name!r} model; agents are for policies")
+    evaluation = dict(step=restored.step, config=ec.to_dict(), data_dir=cfg.data_dir,
+                      **video.evaluate(restored, cfg.data_dir, out, ec))
+    evaluation["eval_seconds"] = time.perf_counter() - t0
+    rep = _write(out, restored, evaluation)
+    logging.info("step %d evaluated in %.0f s: %s", restored.step, evaluation["eval_seconds"],
+                 {k: round(v, 4) for k, v in evaluation["video"].items() if isinstance(v, float)})
+    return rep
   cells_spec = [(t, m, s) for t in ec.tasks for m in ec.modes for s in ec.splits]
   runners = {} if runners is None else runners
   cells, videos = [], []
@@ -64,14 +75,19 @@ def evaluate(workdir: str, step: int | None = None, out: str | None = None, over
   evaluation = dict(step=restored.step, agent=agent, config=ec.to_dict(), data_dir=cfg.data_dir, cells=cells,
                     means=report.means(cells), offline=offline_metrics, videos=videos,
                     eval_seconds=time.perf_counter() - t0)
+  rep = _write(out, restored, evaluation)
+  logging.info("step %d evaluated in %.0f s: mean success %.3f over %d episodes", restored.step,
+               evaluation["eval_seconds"], evaluation["means"]["overall"], sum(c["episodes"] for c in cells))
+  return rep
+
+
+def _write(out: str, restored, evaluation: dict) -> dict:
   path = os.path.join(out, "report.json")
   rep = report.add(report.load(path), evaluation)
   rep["workdir"] = restored.workdir
   report.write_json(rep, path)
   report.write_html(rep, os.path.join(out, "report.html"))
   _tensorboard(out, evaluation)
-  logging.info("step %d evaluated in %.0f s: mean success %.3f over %d episodes", restored.step,
-               evaluation["eval_seconds"], evaluation["means"]["overall"], sum(c["episodes"] for c in cells))
   return rep
 
 
@@ -79,6 +95,13 @@ def _tensorboard(out: str, evaluation: dict) -> None:
   from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
   with SummaryWriter(os.path.join(out, "tensorboard")) as w:
     step = evaluation["step"]
+    if "video" in evaluation:
+      for k, v in evaluation["video"].items():
+        if isinstance(v, float):
+          w.add_scalar(f"video/{k}", v, step)
+      for t, v in evaluation["video"].get("loss_by_tau", {}).items():
+        w.add_scalar(f"video/val_loss_tau_{t}", v, step)
+      return
     w.add_scalar("success/mean", evaluation["means"]["overall"], step)
     for axis in ("embodiment", "task", "mode", "split"):
       for k, v in evaluation["means"][f"by_{axis}"].items():

@@ -120,8 +120,55 @@ def success_table(cells) -> str:
   return f"<table><tr><th>embodiment</th><th>task</th>{head}</tr>{body}</table>"
 
 
+def video_table(video: dict) -> str:
+  """Video metrics as rows of (what, PSNR, SSIM)."""
+  rows = [(label, video.get(f"{key}_psnr"), video.get(f"{key}_ssim"))
+          for key, label in (("predicted", "predicted future"), ("copy_last", "copy last context frame"),
+                             ("reconstruction", "autoencoder reconstruction"))]
+  return "".join(f"<tr><td>{k}</td><td>{p:.2f}</td><td>{q:.4f}</td></tr>" for k, p, q in rows if p is not None)
+
+
+def _video_plot(evaluations) -> str:
+  """Inline SVG: validation flow loss versus tau_v (latest evaluation)."""
+  losses = evaluations[-1]["video"].get("loss_by_tau")
+  if not losses:
+    return ""
+  pts = [(float(t), v) for t, v in losses.items()]
+  w, h, pad = 480, 200, 40
+  top = max(v for _, v in pts) or 1.0
+  xy = [(pad + (w - 2 * pad) * t, h - pad - (h - 2 * pad) * v / top) for t, v in pts]
+  line = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)
+  dots = "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3"><title>tau {t:.3f}: {v:.4f}</title></circle>'
+                 for (x, y), (t, v) in zip(xy, pts))
+  return (f'<h2>Validation flow loss versus tau_v (fixed noise)</h2><svg width="{w}" height="{h}" '
+          f'style="border:1px solid #ccc"><polyline points="{line}" fill="none" stroke="#c63" stroke-width="2"/>{dots}'
+          f'<text x="{pad}" y="{h - 10}">tau 0</text><text x="{w - pad - 30}" y="{h - 10}">tau 1</text>'
+          f'<text x="4" y="{pad}">{top:.3f}</text><text x="4" y="{h - pad}">0</text></svg>')
+
+
 def write_html(report: dict, path: str) -> None:
   latest = report["evaluations"][-1]
+  if "video" in latest:
+    v = latest["video"]
+    parts = [f"<h1>vam video evaluation: {html.escape(report.get('workdir', ''))}</h1>",
+             f"<p>step {latest['step']}; {v['clips']} held-out clips; {latest['eval_seconds']:.0f} s</p>",
+             "<h2>Future frames on held-out clips</h2><table><tr><th></th><th>PSNR (dB)</th><th>SSIM</th></tr>"
+             f"{video_table(v)}</table>", _video_plot(report["evaluations"])]
+  else:
+    parts = _policy_html(latest, report)
+  if latest.get("videos"):
+    vids = "".join(f'<figure><video src="{html.escape(os.path.relpath(v["path"], os.path.dirname(path)))}" '
+                   f'controls loop muted width="272"></video><figcaption>{html.escape(v["label"])}</figcaption></figure>'
+                   for v in latest["videos"])
+    parts.append(f'<h2>Videos</h2><div style="display:flex;flex-wrap:wrap">{vids}</div>')
+  style = "<style>body{font-family:sans-serif} td,th{border:1px solid #ccc;padding:3px 6px} table{border-collapse:collapse}</style>"
+  with open(path + ".tmp", "w") as f:
+    f.write(f"<!doctype html><html><head><meta charset='utf-8'><title>vam eval</title>{style}</head><body>"
+            + "".join(parts) + "</body></html>")
+  os.replace(path + ".tmp", path)
+
+
+def _policy_html(latest: dict, report: dict) -> list[str]:
   parts = [f"<h1>vam evaluation: {html.escape(report.get('workdir', ''))}</h1>",
            f"<p>step {latest['step']}; mean success {latest['means']['overall']:.3f}; "
            f"{sum(c['episodes'] for c in latest['cells'])} episodes; {latest['eval_seconds']:.0f} s</p>",
@@ -131,20 +178,22 @@ def write_html(report: dict, path: str) -> None:
                    f"<td>{v['entries']}</td></tr>" for k, v in latest["offline"].items())
     parts.append("<h2>Offline action error on held-out episodes (RMSE)</h2><table><tr><th>slot</th>"
                  f"<th>normalised</th><th>native</th><th>entries</th></tr>{rows}</table>")
-  if latest.get("videos"):
-    vids = "".join(f'<figure><video src="{html.escape(os.path.relpath(v["path"], os.path.dirname(path)))}" '
-                   f'controls loop muted width="272"></video><figcaption>{html.escape(v["label"])}</figcaption></figure>'
-                   for v in latest["videos"])
-    parts.append(f'<h2>Rollouts</h2><div style="display:flex;flex-wrap:wrap">{vids}</div>')
-  style = "<style>body{font-family:sans-serif} td,th{border:1px solid #ccc;padding:3px 6px} table{border-collapse:collapse}</style>"
-  with open(path + ".tmp", "w") as f:
-    f.write(f"<!doctype html><html><head><meta charset='utf-8'><title>vam eval</title>{style}</head><body>"
-            + "".join(parts) + "</body></html>")
-  os.replace(path + ".tmp", path)
+  return parts
 
 
 def text_table(evaluation: dict) -> str:
-  """The success table as fixed-width text (for the terminal)."""
+  """The success table (or the video metrics) as fixed-width text (for the terminal)."""
+  if "video" in evaluation:
+    v = evaluation["video"]
+    lines = [f"{'held-out clips (' + str(v['clips']) + ')':34s} {'PSNR dB':>8s} {'SSIM':>7s}"]
+    for key, label in (("predicted", "predicted future frames"), ("copy_last", "copy last context frame"),
+                       ("reconstruction", "autoencoder reconstruction")):
+      if f"{key}_psnr" in v:
+        lines.append(f"{label:34s} {v[key + '_psnr']:8.2f} {v[key + '_ssim']:7.4f}")
+    if "loss_by_tau" in v:
+      lines.append("val flow loss by tau_v: " + "  ".join(f"{float(t):.2f}:{x:.3f}" for t, x in v["loss_by_tau"].items()))
+    lines.append(f"(step {evaluation['step']})")
+    return "\n".join(lines)
   cells = evaluation["cells"]
   cols = list(dict.fromkeys((c["mode"], c["split"]) for c in cells))
   rows = list(dict.fromkeys((c["embodiment"], c["task"]) for c in cells))

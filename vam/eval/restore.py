@@ -1,4 +1,4 @@
-"""Checkpoint -> a policy ready to run: EMA params (no optimizer state) and the assets saved beside them.
+"""Checkpoint -> a model ready to run (a policy, the autoencoder or the video model): EMA params (no optimizer state) and the assets saved beside them.
 
 Only *finished* checkpoints are listed: orbax writes a step into `<step>.orbax-checkpoint-tmp` and renames it
 when every item is committed, and the manager lists renamed steps only.
@@ -16,7 +16,7 @@ from vam import checkpoints
 from vam import config as config_lib
 from vam import embodiment as embodiment_lib
 from vam.eval import defaults
-from vam.models import policies
+from vam.models import registry
 
 
 @dataclasses.dataclass
@@ -26,9 +26,9 @@ class Restored:
   config: ml_collections.ConfigDict  # the training config saved with the checkpoint (+ eval overrides)
   assets: dict
   space: embodiment_lib.ActionSpace
-  model: nnx.Module  # the policy with the EMA params bound
+  model: nnx.Module  # the model with the EMA params bound
   params: dict  # the EMA params (pure dict of arrays) on the first device
-  binder: policies.Binder
+  binder: registry.Binder
 
   @property
   def image_size(self) -> int:
@@ -71,8 +71,8 @@ def load(workdir: str, step: int | None = None, overrides=()) -> Restored:
   if space.layout() != assets["action_space"]:
     raise checkpoints.CheckpointError(f"checkpoint {mngr.directory}/{step}: its action-space layout differs from "
                                       "this version of vam's")
-  make_model = policies.factory(config, space.dim, len(space.embodiments), int(assets["image_size"]))
-  binder = policies.Binder(make_model)
+  make_model = registry.factory(config, space.dim, len(space.embodiments), int(assets["image_size"]))
+  binder = registry.Binder(make_model)
   # Onto the first present device, whatever mesh training used: the simulator's batch runs on one device.
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),

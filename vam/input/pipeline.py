@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from vam import embodiment as embodiment_lib
+from vam.input import latents as latents_lib
 from vam.input import normalize, sources, windows
 
 
@@ -86,9 +87,12 @@ class InputPipeline:
   """Opens the datasets of a mixture, builds the normaliser from their stored statistics."""
 
   def __init__(self, entries, spec: windows.WindowSpec, space: embodiment_lib.ActionSpace, split="train",
-               camera="front", norm_mode="quantile", cache_mb: float = 256):
+               camera="front", norm_mode="quantile", cache_mb: float = 256, latents: str | None = None):
+    """`latents`: the fingerprint of the autoencoder whose precomputed latents windows should carry."""
     self.entries, self.spec, self.space, self.split = entries, spec, space, split
-    self.episodes = [sources.EpisodeSource(e.path, split, camera) for e in entries]
+    self.episodes = [sources.EpisodeSource(e.path, split, camera,
+                                           latents_lib.directory(e.path, camera, latents) if latents else None)
+                     for e in entries]
     for e, src in zip(entries, self.episodes):
       unknown = set(src.embodiment) - set(space.embodiments)
       if unknown:

@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from vam.data import stats as stats_lib
+from vam.input import latents as latents_lib
 
 REQUIRED_STEP_FIELDS = ("observation/state", "observation/eef", "action", "language_instruction", "is_first",
                         "is_last")
@@ -31,7 +32,8 @@ def _feature_paths(features: dict, prefix="") -> set:
 class EpisodeSource:
   """One split of one dataset: `len()`, per-episode lengths, and `episode(i)` as numpy arrays."""
 
-  def __init__(self, dataset_dir: str, split: str = "train", camera: str = "front"):
+  def __init__(self, dataset_dir: str, split: str = "train", camera: str = "front", latents: str | None = None):
+    """`latents`: a folder of precomputed latents (vam/input/latents.py) to return with each episode."""
     if not os.path.isdir(dataset_dir):
       raise FileNotFoundError(f"dataset directory {dataset_dir!r} does not exist (build it with vam.data.build)")
     features_file = os.path.join(dataset_dir, "features.json")
@@ -57,6 +59,7 @@ class EpisodeSource:
     metas = [self.source[i]["episode_metadata"] for i in range(len(self.source))]
     self.embodiment = [m["embodiment"].decode() for m in metas]
     self.lengths = np.array([len(self.source[i]["steps"]) for i in range(len(self.source))])
+    self.latents = latents_lib.StoredLatents(latents, split, self.lengths) if latents else None
 
   def __len__(self):
     return len(self.source)
@@ -76,6 +79,8 @@ class EpisodeSource:
         eef=np.stack([o["eef"] for o in obs]).astype(np.float32),
         action=np.stack([s["action"] for s in steps])[:, :a_dim].astype(np.float32),
     )
+    if self.latents is not None:
+      out["latents"] = self.latents.episode(int(i))
     if self.has_hand:
       out["hand_keypoints"] = np.stack([o["hand_keypoints"] for o in obs]).astype(np.float32)
     for key in ("state", "eef", "action", "hand_keypoints"):

@@ -1,8 +1,13 @@
 """Episode -> training window: context frames, future frames, proprio, a unified action chunk, masks.
 
-For a step t of an episode of length T:
-  images          (H_o, H, W, 3)  frames t-H_o+1 .. t (clamped at 0; `image_mask` marks real ones)
-  future_images   (H_f, H, W, 3)  frames t+1 .. t+H_f (clamped at T-1; `future_mask`)
+For a step t of an episode of length T (tf = `temporal_factor`, the frames per latent frame of a video
+model's autoencoder; 1 otherwise):
+  images          (H_o * tf, H, W, 3)  frames t-H_o*tf+1 .. t (clamped at 0)
+  future_images   (H_f * tf, H, W, 3)  frames t+1 .. t+H_f*tf (clamped at T-1)
+  image_mask      (H_o,)          latent frames (groups of tf frames) that start inside the episode
+  future_mask     (H_f,)          latent frames that end inside the episode (the video loss's mask)
+  context_latents (H_o, h, w, C)  with precomputed latents (latent of step s = frames s-tf+1 .. s): the
+  future_latents  (H_f, h, w, C)  latents of steps t-(H_o-1-j)*tf and t+(j+1)*tf, the same groups as above
   proprio         (P,)            normalised native state at t, zero-padded to P
   actions         (H_a, A)        normalised unified chunk: pose targets t+1..t+H_a relative to t, native
                                   actions t..t+H_a-1; `action_mask` (H_a, A) = valid slot dims x valid steps
@@ -24,6 +29,7 @@ class WindowSpec:
   future_frames: int = 0  # H_f (the video model's targets; 0 for action-only policies)
   action_horizon: int = 8  # H_a
   proprio_dim: int = 17  # P: widest proprio of the embodiments in the mixture
+  temporal_factor: int = 1  # frames per latent frame (video models)
 
 
 def encode_instruction(text: str) -> np.ndarray:
@@ -57,16 +63,23 @@ def unified_chunk(ep: dict, t: int, horizon: int, space: embodiment_lib.ActionSp
 
 
 def make_window(ep: dict, t: int, spec: WindowSpec, space, normalizer) -> dict:
-  T = len(ep["action"])
-  ctx = t - spec.context_frames + 1 + np.arange(spec.context_frames)
-  fut = t + 1 + np.arange(spec.future_frames)
+  T, tf = len(ep["action"]), spec.temporal_factor
+  ctx = t - spec.context_frames * tf + 1 + np.arange(spec.context_frames * tf)
+  fut = t + 1 + np.arange(spec.future_frames * tf)
+  ctx_ends = t - (spec.context_frames - 1 - np.arange(spec.context_frames)) * tf  # last step of each group
+  fut_ends = t + (1 + np.arange(spec.future_frames)) * tf
   chunk, mask = unified_chunk(ep, t, spec.action_horizon, space)
   name = ep["embodiment"]
+  out = {}
+  if "latents" in ep:
+    out.update(context_latents=ep["latents"][np.clip(ctx_ends, 0, T - 1)],
+               future_latents=ep["latents"][np.clip(fut_ends, 0, T - 1)])
   return dict(
+      out,
       images=ep["images"][np.clip(ctx, 0, T - 1)],
-      image_mask=ctx >= 0,
+      image_mask=ctx_ends - tf + 1 >= 0,
       future_images=ep["images"][np.clip(fut, 0, T - 1)],
-      future_mask=fut <= T - 1,
+      future_mask=fut_ends <= T - 1,
       proprio=normalizer.normalize_state(name, ep["state"][t]),
       actions=np.where(mask, normalizer.normalize_actions(name, chunk), 0.0).astype(np.float32),
       action_mask=mask,

@@ -1,15 +1,17 @@
 """The video autoencoder of METHOD.md's stage 1: frames -> a small-channel latent, compressed in space
-(2^len(widths) per side, 8x by default) and optionally in time (`temporal_factor` consecutive frames share
-one latent frame).
+(`patch` per side: 4x by default, 8x in METHOD.md) and optionally in time (`temporal_factor` consecutive
+frames share one latent frame).
 
     ae = VideoAutoencoder(AutoencoderConfig(), rngs=nnx.Rngs(0))
-    z = ae.encode(video)        # uint8 (B, T, H, W, 3) -> (B, T / tf, H / 8, W / 8, latent_channels)
+    z = ae.encode(video)        # uint8 (B, T, H, W, 3) -> (B, T / tf, H / p, W / p, latent_channels)
     x = ae.decode(z)            # -> float (B, T, H, W, 3) in [-1, 1]
-    loss, metrics = ae.loss({'images': video})   # reconstruction MSE (+ a small latent L2), PSNR
+    loss, metrics = ae.loss({"images": video})   # reconstruction MSE (+ a small latent L2), PSNR
 
-Time compression stacks `tf` consecutive frames on the channel axis before the 2-D encoder (and unstacks
-after the decoder): exact, cheap, and the latents keep one grid per latent frame. A deterministic
-autoencoder with a light L2 pull on the latents keeps them near unit scale for the latent flow model.
+A patch autoencoder: space-to-depth by `patch` (and the `tf` frames of a latent frame stacked on channels),
+a linear stem, residual 3x3-conv blocks at the latent resolution, a linear head; the decoder mirrors it and
+ends in depth-to-space. Every convolution runs at the low resolution, which keeps it fast on CPUs (a
+strided-conv pyramid spends most of its time at full resolution). Deterministic, with a light L2 pull on
+the latents to keep them near unit scale for the latent flow model.
 """
 
 import dataclasses
@@ -21,14 +23,16 @@ from flax import nnx
 
 @dataclasses.dataclass(frozen=True)
 class AutoencoderConfig:
-  widths: tuple[int, ...] = (32, 64, 128)  # one stride-2 stage each: 2^len(widths) spatial compression
-  latent_channels: int = 16
+  patch: int = 4  # spatial compression per side
+  width: int = 64
+  blocks: int = 2  # residual blocks in the encoder and in the decoder
+  latent_channels: int = 8
   temporal_factor: int = 1  # frames per latent frame (1: none)
   latent_l2: float = 1e-3  # weight of mean(z^2) in the loss
 
   @property
   def spatial_factor(self) -> int:
-    return 2 ** len(self.widths)
+    return self.patch
 
 
 def _groups(c: int) -> int:
@@ -49,49 +53,45 @@ class ResBlock(nnx.Module):
 
 class VideoAutoencoder(nnx.Module):
   def __init__(self, cfg: AutoencoderConfig, *, rngs: nnx.Rngs):
-    if cfg.temporal_factor < 1:
-      raise ValueError(f"temporal_factor={cfg.temporal_factor} must be >= 1")
+    if cfg.temporal_factor < 1 or cfg.patch < 1:
+      raise ValueError(f"temporal_factor={cfg.temporal_factor} and patch={cfg.patch} must be >= 1")
     self.cfg = cfg
-    tf, w = cfg.temporal_factor, cfg.widths
-    self.enc_in = nnx.Conv(3 * tf, w[0], (3, 3), rngs=rngs)
-    self.enc_down = nnx.List([nnx.Conv(w[max(i - 1, 0)], c, (3, 3), strides=(2, 2), rngs=rngs)
-                              for i, c in enumerate(w)])
-    self.enc_blocks = nnx.List([ResBlock(c, rngs=rngs) for c in w])
-    self.enc_norm = nnx.GroupNorm(w[-1], num_groups=_groups(w[-1]), rngs=rngs)
-    self.enc_out = nnx.Conv(w[-1], cfg.latent_channels, (1, 1), rngs=rngs)
-    self.dec_in = nnx.Conv(cfg.latent_channels, w[-1], (3, 3), rngs=rngs)
-    rev = w[::-1]
-    self.dec_blocks = nnx.List([ResBlock(c, rngs=rngs) for c in rev])
-    self.dec_up = nnx.List([nnx.ConvTranspose(c, rev[min(i + 1, len(rev) - 1)], (4, 4), strides=(2, 2),
-                                              rngs=rngs) for i, c in enumerate(rev)])
-    self.dec_norm = nnx.GroupNorm(w[0], num_groups=_groups(w[0]), rngs=rngs)
-    self.dec_out = nnx.Conv(w[0], 3 * tf, (3, 3), rngs=rngs)
+    pixels = 3 * cfg.patch * cfg.patch * cfg.temporal_factor  # values per latent position
+    self.enc_in = nnx.Linear(pixels, cfg.width, rngs=rngs)
+    self.enc_blocks = nnx.List([ResBlock(cfg.width, rngs=rngs) for _ in range(cfg.blocks)])
+    self.enc_norm = nnx.GroupNorm(cfg.width, num_groups=_groups(cfg.width), rngs=rngs)
+    self.enc_out = nnx.Linear(cfg.width, cfg.latent_channels, rngs=rngs)
+    self.dec_in = nnx.Linear(cfg.latent_channels, cfg.width, rngs=rngs)
+    self.dec_blocks = nnx.List([ResBlock(cfg.width, rngs=rngs) for _ in range(cfg.blocks)])
+    self.dec_norm = nnx.GroupNorm(cfg.width, num_groups=_groups(cfg.width), rngs=rngs)
+    self.dec_out = nnx.Linear(cfg.width, pixels, rngs=rngs)
 
   def encode(self, video):
     """uint8 or [-1, 1] float (B, T, H, W, 3) -> latents (B, T / tf, h, w, C)."""
     b, t, h, w, _ = video.shape
-    tf, s = self.cfg.temporal_factor, self.cfg.spatial_factor
-    if t % tf or h % s or w % s:
-      raise ValueError(f"video (T, H, W) = {(t, h, w)} must be divisible by (temporal_factor, spatial factor, "
-                       f"spatial factor) = {(tf, s, s)}")
+    tf, p = self.cfg.temporal_factor, self.cfg.patch
+    if t % tf or h % p or w % p:
+      raise ValueError(f"video (T, H, W) = {(t, h, w)} must be divisible by (temporal_factor, patch, patch) = "
+                       f"{(tf, p, p)}")
     x = video.astype(jnp.float32) / 127.5 - 1.0 if video.dtype == jnp.uint8 else video
-    x = x.reshape(b, t // tf, tf, h, w, 3).transpose(0, 1, 3, 4, 2, 5).reshape(b * t // tf, h, w, 3 * tf)
-    x = self.enc_in(x)
-    for down, block in zip(self.enc_down, self.enc_blocks):
-      x = block(down(x))
+    # (B, T/tf, tf, h, p, w, p, 3) -> (B * T/tf, h, w, tf * p * p * 3)
+    x = x.reshape(b, t // tf, tf, h // p, p, w // p, p, 3).transpose(0, 1, 3, 5, 2, 4, 6, 7)
+    x = self.enc_in(x.reshape(b * t // tf, h // p, w // p, -1))
+    for block in self.enc_blocks:
+      x = block(x)
     z = self.enc_out(jax.nn.silu(self.enc_norm(x)))
     return z.reshape(b, t // tf, *z.shape[1:])
 
   def decode(self, z):
-    """Latents (B, T', h, w, C) -> frames (B, T' * tf, h * s, w * s, 3) in [-1, 1]."""
-    b, tl = z.shape[:2]
-    tf = self.cfg.temporal_factor
-    x = self.dec_in(z.reshape(b * tl, *z.shape[2:]))
-    for block, up in zip(self.dec_blocks, self.dec_up):
-      x = up(block(x))
+    """Latents (B, T', h, w, C) -> frames (B, T' * tf, h * p, w * p, 3) in [-1, 1]."""
+    b, tl, h, w, _ = z.shape
+    tf, p = self.cfg.temporal_factor, self.cfg.patch
+    x = self.dec_in(z.reshape(b * tl, h, w, -1))
+    for block in self.dec_blocks:
+      x = block(x)
     x = jnp.tanh(self.dec_out(jax.nn.silu(self.dec_norm(x))))
-    h, w = x.shape[1:3]
-    return x.reshape(b, tl, h, w, tf, 3).transpose(0, 1, 4, 2, 3, 5).reshape(b, tl * tf, h, w, 3)
+    x = x.reshape(b, tl, h, w, tf, p, p, 3).transpose(0, 1, 4, 2, 5, 3, 6, 7)
+    return x.reshape(b, tl * tf, h * p, w * p, 3)
 
   def loss(self, batch, rng=None):
     """Reconstruction MSE in [-1, 1] units + latent_l2 * mean(z^2) on `batch["images"]` (B, T, H, W, 3).

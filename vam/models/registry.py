@@ -23,8 +23,7 @@ def check_name(config) -> str:
 
 
 def autoencoder_config(model_cfg) -> autoencoder.AutoencoderConfig:
-  ae = dict(model_cfg.autoencoder)
-  return autoencoder.AutoencoderConfig(**dict(ae, widths=tuple(ae["widths"])))
+  return autoencoder.AutoencoderConfig(**dict(model_cfg.autoencoder))
 
 
 def temporal_factor(config) -> int:
@@ -37,7 +36,7 @@ def video_config(config, image_size: int, num_embodiments: int) -> video_model.V
   ae = autoencoder_config(m)
   if image_size % ae.spatial_factor:
     raise ValueError(f"image size {image_size} is not divisible by the autoencoder's spatial factor "
-                     f"{ae.spatial_factor} (config.model.autoencoder.widths)")
+                     f"{ae.spatial_factor} (config.model.autoencoder.patch)")
   latent = image_size // ae.spatial_factor
   txt = text.TextConfig(**dict(m.text))
   dit = video_dit.DiTConfig(**dict(m.dit), latent_channels=ae.latent_channels, latent_size=(latent, latent),

@@ -1,4 +1,11 @@
-"""Optimizer, learning-rate schedule and EMA, from `config.optimizer`."""
+"""Optimizer, learning-rate schedule, frozen parameters and EMA, from `config.optimizer`.
+
+Which parameters train: all, minus those matching the model's frozen pattern (e.g. the video model's
+autoencoder), and -- when `config.optimizer.trainable` is a regex -- only those it matches (LoRA
+fine-tuning: 'lora_'). Frozen parameters get no optimizer state and no gradient (`trainable_mask`).
+"""
+
+import re
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +27,26 @@ def schedule(cfg, total_steps: int) -> optax.Schedule:
   raise ValueError(f"config.optimizer.schedule={cfg.schedule!r}; valid: {list(SCHEDULES)}")
 
 
-def make(cfg, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def path_name(path) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
+def trainable_mask(params, frozen: str | None = None, trainable: str | None = None):
+  """Pytree of bools like `params`: True where the parameter trains (see the module docstring)."""
+  def is_trainable(path, _):
+    name = path_name(path)
+    if frozen and re.search(frozen, name):
+      return False
+    return not trainable or re.search(trainable, name) is not None
+  mask = jax.tree_util.tree_map_with_path(is_trainable, params)
+  if not any(jax.tree.leaves(mask)):
+    raise ValueError(f"no parameter is trainable (config.optimizer.trainable={trainable!r}, frozen={frozen!r})")
+  return mask
+
+
+def make(cfg, total_steps: int, mask=None) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """AdamW with global-norm clipping and the schedule; `mask` (from `trainable_mask`, or a function of the
+  params returning it) leaves the other parameters untouched, without optimizer state."""
   if cfg.name not in OPTIMIZERS:
     raise ValueError(f"config.optimizer.name={cfg.name!r}; valid: {list(OPTIMIZERS)}")
   lr = schedule(cfg, total_steps)
@@ -28,6 +54,9 @@ def make(cfg, total_steps: int) -> tuple[optax.GradientTransformation, optax.Sch
   decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
   tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip),
                    optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay, mask=decay_mask))
+  if mask is not None:
+    labels = lambda params: jax.tree.map(lambda m: "train" if m else "frozen", mask(params) if callable(mask) else mask)
+    tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
   return tx, lr
 
 

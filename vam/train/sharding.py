@@ -1,12 +1,18 @@
 """The one place that builds the device mesh and the shardings (DESIGN.md, "Sharding").
 
 Mesh axes come from config as {name: size} in order, e.g. {'data': -1, 'fsdp': 1, 'tensor': 1}; one size
-may be -1 (inferred from the device count). Parameters are sharded by rules over their shapes:
-FSDP splits the largest dimension divisible by the fsdp axis, tensor parallelism splits the last
-dimension of 2-D+ kernels when divisible. Batches are split over ('data', 'fsdp') on their leading axis.
+may be -1 (inferred from the device count). Batches are split over ('data', 'fsdp') on their leading axis.
+
+Parameters follow logical-axis rules (the maxtext recipe): `PARAM_AXES` names each dimension of a
+parameter by its path (attention projections: embed x heads, MLP: embed x mlp, ...; a parameter stacked
+by scan-over-layers gets a leading `layers`), and `LOGICAL_RULES` maps logical names to mesh axes (embed
+-> fsdp, heads/mlp -> tensor). A dimension that a mesh axis does not divide stays whole. Parameters no rule
+names fall back to shape rules: FSDP splits the largest divisible dimension, tensor the last one of 2-D+
+kernels. The same rules shard optimizer moments, whose paths end with their parameter's path.
 """
 
 import math
+import re
 
 import jax
 import numpy as np
@@ -36,8 +42,44 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(axes))
 
 
-def param_spec(shape, mesh: Mesh) -> P:
-  """Partition spec of one parameter from its shape (see module docstring)."""
+PARAM_AXES = (  # (regex on the '/'-joined path, logical name of each dimension)
+    (r"(^|/)(q|k|v)(/base)?/kernel$", ("embed", "heads")),
+    (r"(^|/)out(/base)?/kernel$", ("heads", "embed")),
+    (r"(^|/)fc1(/base)?/kernel$", ("embed", "mlp")),
+    (r"(^|/)fc2(/base)?/kernel$", ("mlp", "embed")),
+    (r"(^|/)(q|k|v|fc1)/lora_a$", ("embed", None)),
+    (r"(^|/)(out|fc2)/lora_b$", (None, "embed")),
+    (r"(^|/)(ada|final_ada)/kernel$", ("embed", "mlp")),
+    (r"(^|/)(patch_in|patch_out)/kernel$", (None, None)),
+    (r"(^|/)embedding$", ("vocab", "embed")),
+)
+LOGICAL_RULES = {"embed": "fsdp", "heads": "tensor", "mlp": "tensor", "vocab": None, "layers": None}
+
+
+def logical_axes(path: str, ndim: int):
+  """Logical names of a parameter's dimensions, or None when no rule names it."""
+  for pattern, axes in PARAM_AXES:
+    if re.search(pattern, path):
+      if ndim == len(axes) + 1:  # stacked by scan over layers
+        return ("layers",) + axes
+      return axes if ndim == len(axes) else None
+  return None
+
+
+def logical_spec(shape, axes, mesh: Mesh) -> P:
+  spec = []
+  for dim, name in zip(shape, axes):
+    mesh_axis = LOGICAL_RULES.get(name) if name else None
+    size = mesh.shape.get(mesh_axis, 1) if mesh_axis else 1
+    spec.append(mesh_axis if size > 1 and dim % size == 0 and mesh_axis not in spec else None)
+  return P(*spec)
+
+
+def param_spec(shape, mesh: Mesh, path: str = "") -> P:
+  """Partition spec of one parameter (see module docstring)."""
+  axes = logical_axes(path, len(shape)) if path else None
+  if axes is not None:
+    return logical_spec(shape, axes, mesh)
   spec = [None] * len(shape)
   tensor = mesh.shape.get("tensor", 1)
   if tensor > 1 and len(shape) >= 2 and shape[-1] % tensor == 0:
@@ -50,6 +92,11 @@ def param_spec(shape, mesh: Mesh) -> P:
   return P(*spec)
 
 
+def _path(path) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
+
+
 def param_shardings(abstract_state, mesh: Mesh):
-  """Shardings for a pytree of (abstract) arrays."""
-  return jax.tree.map(lambda x: NamedSharding(mesh, param_spec(x.shape, mesh)), abstract_state)
+  """Shardings for a pytree of (abstract) arrays (params, or optimizer state holding params' moments)."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, x: NamedSharding(mesh, param_spec(x.shape, mesh, _path(path))), abstract_state)

@@ -1,4 +1,5 @@
-"""The training loop: datasets on disk -> a sharded, checkpointed, resumable policy.
+"""The training loop: datasets on disk -> a sharded, checkpointed, resumable model (a policy, the video
+autoencoder or the video model: `config.model.name`, vam/models/registry.py).
 
     python -m vam.train --config experiments/quickstart.py --workdir W [--config.key=value ...]
 
@@ -23,6 +24,7 @@ import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
+import ml_collections
 import optax
 import orbax.checkpoint as ocp
 from flax import nnx
@@ -33,7 +35,7 @@ from vam import config as config_lib
 from vam import embodiment as embodiment_lib
 from vam import log as log_lib
 from vam.input import pipeline, windows
-from vam.models import policies
+from vam.models import registry
 from vam.train import metrics as metrics_lib
 from vam.train import optim, sharding
 
@@ -48,24 +50,135 @@ class NonFiniteLossError(FloatingPointError):
 # ---------------------------------------------------------------------------------------------------------
 # Inputs
 # ---------------------------------------------------------------------------------------------------------
-def make_inputs(config):
-  """The action space, window spec and the opened (validated) datasets of `config.data`."""
+def make_inputs(config, latents: str | None = None):
+  """The action space, window spec and the opened (validated) datasets of `config.data`; `latents`: the
+  autoencoder fingerprint whose precomputed latents the windows carry."""
   d = config.data
   space = embodiment_lib.ActionSpace(tuple(d.embodiments))
   spec = windows.WindowSpec(context_frames=d.context_frames, future_frames=d.future_frames,
-                            action_horizon=d.action_horizon, proprio_dim=d.proprio_dim)
+                            action_horizon=d.action_horizon, proprio_dim=d.proprio_dim,
+                            temporal_factor=registry.temporal_factor(config))
   entries = pipeline.entries_from_config(config.data_dir, d)
   loader = pipeline.InputPipeline(entries, spec, space, split=d.split, camera=d.camera, norm_mode=d.norm_mode,
-                                  cache_mb=d.cache_mb)
+                                  cache_mb=d.cache_mb, latents=latents)
   return space, spec, loader
 
 
-def make_assets(config, space, loader, example: dict) -> dict:
-  """What a checkpoint needs besides arrays: enough to rebuild the policy and its (de)normalisation."""
+def make_assets(config, space, loader, example: dict, pretrained: "Pretrained") -> dict:
+  """What a checkpoint needs besides arrays: enough to rebuild the model and its (de)normalisation."""
   return dict(format=checkpoints.FORMAT, config=json.loads(config.to_json_best_effort()),
               normalization=loader.normalizer.to_dict(), action_space=space.layout(),
               image_size=int(example["images"].shape[1]),
-              datasets={e.name: e.path for e in loader.entries})
+              datasets={e.name: e.path for e in loader.entries},
+              autoencoder_fingerprint=pretrained.autoencoder_fingerprint, pretrained=pretrained.sources)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pretrained models a run starts from: the frozen autoencoder of a video model, a model to fine-tune
+# ---------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Pretrained:
+  params: dict  # {prefix in the model's params ('' = root): EMA params of a finished checkpoint}
+  sources: dict  # {prefix: "workdir@step"} (recorded in the assets)
+  autoencoder_fingerprint: str | None  # hash of the autoencoder params the model will hold
+
+
+FINETUNE_KEEPS = ("dit.lora_rank", "dit.lora_alpha", "dit.remat", "sample_steps")  # taken from this config
+
+
+def resolve_pretrained(config) -> Pretrained:
+  """Loads the checkpoints `config` starts from and completes `config.model` from them (in place):
+
+  - `config.init_from` (a workdir, optionally `config.init_from_step`): every parameter of that model is
+    loaded; its `model` config is adopted except FINETUNE_KEEPS (e.g. the LoRA rank of a fine-tune).
+  - otherwise a video model loads its frozen autoencoder from `config.model.autoencoder_workdir` and adopts
+    that run's `model.autoencoder` sizes."""
+  params, sources, fp = {}, {}, None
+  init_from = config.get("init_from", "")
+  if init_from:
+    p, assets, step = checkpoints.restore_params(init_from, config.get("init_from_step") or None)
+    saved = ml_collections.ConfigDict(assets["config"]["model"])
+    if saved.name != config.model.name:
+      raise ValueError(f"config.init_from={init_from!r} holds a {saved.name!r} model, this config trains "
+                       f"{config.model.name!r}")
+    with config.unlocked():
+      for key in FINETUNE_KEEPS:
+        section, _, leaf = key.rpartition(".")
+        node_from, node_to = (config.model[section], saved[section]) if section else (config.model, saved)
+        if leaf in node_from:
+          node_to[leaf] = node_from[leaf]
+      config.model = saved
+    params[""], sources[""] = p, f"{os.path.abspath(init_from)}@{step}"
+    if "autoencoder" in p:
+      fp = checkpoints.fingerprint(p["autoencoder"])
+  elif config.model.name == "video_dit":
+    workdir = config.model.get("autoencoder_workdir", "")
+    if not workdir:
+      raise ValueError("config.model.autoencoder_workdir is empty: the video model needs a trained autoencoder "
+                       "(python -m vam.train --config experiments/autoencoder.py --workdir W)")
+    p, assets, step = checkpoints.restore_params(workdir, config.model.get("autoencoder_step") or None)
+    saved = assets["config"]["model"]
+    if saved.get("name") != "autoencoder":
+      raise ValueError(f"config.model.autoencoder_workdir={workdir!r} holds a {saved.get('name')!r} model, "
+                       "not an autoencoder")
+    if dict(config.model.autoencoder) != saved["autoencoder"]:
+      logging.info("config.model.autoencoder set from %s: %s", workdir, saved["autoencoder"])
+      with config.unlocked():
+        config.model.autoencoder = saved["autoencoder"]
+    params["autoencoder"], sources["autoencoder"] = p, f"{os.path.abspath(workdir)}@{step}"
+    fp = checkpoints.fingerprint(p)
+  return Pretrained(params, sources, fp)
+
+
+def _merge(target, source, where: str):
+  """`source` leaves placed into `target` (same paths and shapes; target's sharding); others stay."""
+  if isinstance(source, dict):
+    if not isinstance(target, dict):
+      raise ValueError(f"pretrained parameter {where} is a group, the model's is an array")
+    keys = {str(k): k for k in target}
+    out = dict(target)
+    for k, v in source.items():
+      if str(k) not in keys:
+        raise ValueError(f"pretrained parameter {where}/{k} has no counterpart in the model")
+      out[keys[str(k)]] = _merge(target[keys[str(k)]], v, f"{where}/{k}")
+    return out
+  if tuple(target.shape) != tuple(source.shape):
+    raise ValueError(f"pretrained parameter {where}: shape {tuple(source.shape)}, the model's is "
+                     f"{tuple(target.shape)}")
+  return jax.device_put(jnp.asarray(source, target.dtype), target.sharding)
+
+
+def apply_pretrained(state, ema, pretrained: Pretrained):
+  params = state["params"]
+  for prefix, p in pretrained.params.items():
+    if prefix:
+      params = dict(params, **{prefix: _merge(params[prefix], p, prefix)})
+    else:
+      params = _merge(params, p, "")
+  ema = jax.tree.map(lambda e, p: jax.device_put(p, e.sharding), ema, params)
+  return dict(state, params=params), ema
+
+
+def calibrate_latents(config, prog, state, ema, loader, host_batch: int, batches: int = 4):
+  """A fresh video model's per-channel latent mean/std, measured on `batches` global training batches
+  (identical on every host) and frozen into its params."""
+  binder = registry.Binder(registry.factory(config, 0, len(loader.space.embodiments), prog.image_size))
+  keys = registry.input_keys(config)
+  stats = jax.jit(lambda params, batch: binder(params).calibrate(batch))
+  it = iter(loader.dataset(host_batch, seed=config.seed + 1, prefetch_buffer=0))
+  means, sqs = [], []
+  for _ in range(batches):
+    host = next(it)
+    mean, std = stats(state["params"], pipeline.to_global({k: host[k] for k in keys}, prog.data_sharding))
+    means.append(mean)
+    sqs.append(jnp.square(std) + jnp.square(mean))
+  mean = jnp.mean(jnp.stack(means), axis=0)
+  std = jnp.sqrt(jnp.maximum(jnp.mean(jnp.stack(sqs), axis=0) - jnp.square(mean), 1e-6))
+  fmt = lambda x: "[" + ", ".join(f"{v:.3f}" for v in np.asarray(x)) + "]"
+  logging.info("latent mean %s, std %s (per channel, %d batches)", fmt(mean), fmt(std), batches)
+  place = lambda tree: dict(tree, latent_mean=jax.device_put(mean, tree["latent_mean"].sharding),
+                            latent_std=jax.device_put(std, tree["latent_std"].sharding))
+  return dict(state, params=place(state["params"])), place(ema)
 
 
 def check_batch_size(config, mesh) -> int:
@@ -98,13 +211,19 @@ def state_shardings(abstract_state, abstract_ema, mesh):
   return state, sharding.param_shardings(abstract_ema, mesh)
 
 
-def make_train_step(bind, tx, lr_schedule, ema_decay: float):
-  """Pure step: (state, ema, batch) -> (state, ema, metrics). The rng of a step is fold_in(rng, step)."""
+def make_train_step(bind, tx, lr_schedule, ema_decay: float, mask=None):
+  """Pure step: (state, ema, batch) -> (state, ema, metrics). The rng of a step is fold_in(rng, step).
+  `mask` (pytree of bools like the params): parameters outside it get no gradient (frozen)."""
 
   def train_step(state, ema, batch):
     step = state["step"]
     rng = jax.random.fold_in(state["rng"], step)
-    loss_fn = lambda params: bind(params).loss(batch, rng)
+
+    def loss_fn(params):
+      if mask is not None:  # frozen parameters: constants to autodiff, so their gradients are never computed
+        params = jax.tree.map(lambda p, m: p if m else jax.lax.stop_gradient(p), params, mask)
+      return bind(params).loss(batch, rng)
+
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
@@ -129,20 +248,32 @@ class Program:
   abstract_batch: dict
   flops_per_step: float  # all devices together, from XLA's cost analysis
   num_params: int
+  num_trainable: int
   memory: str  # XLA's memory analysis of the step, per device
+  image_size: int
+  input_keys: tuple[str, ...]
 
 
 def build_program(config, space, image_size: int, example_window: dict, mesh) -> Program:
-  make_model = policies.factory(config, space.dim, len(space.embodiments), image_size)
-  tx, lr_schedule = optim.make(config.optimizer, config.total_steps)
+  make_model = registry.factory(config, space.dim, len(space.embodiments), image_size)
+  binder = registry.Binder(make_model)
+  mask = optim.trainable_mask(nnx.to_pure_dict(binder.abstract_params), registry.frozen_pattern(config),
+                              config.optimizer.get("trainable") or None)
+  everything_trains = all(jax.tree.leaves(mask))
+  tx, lr_schedule = optim.make(config.optimizer, config.total_steps, None if everything_trains else mask)
   init = init_fn(make_model, tx)
   abstract_state, abstract_ema = jax.eval_shape(init, jax.random.PRNGKey(0))
   state_sh, ema_sh = state_shardings(abstract_state, abstract_ema, mesh)
   data_sharding = sharding.batch_sharding(mesh)
+  input_keys = registry.input_keys(config)
+  missing = [k for k in input_keys if k not in example_window]
+  if missing:
+    raise ValueError(f"the data windows lack {missing}, which config.model.name={config.model.name!r} reads")
   abstract_batch = {k: jax.ShapeDtypeStruct((config.batch_size,) + np.shape(v), np.asarray(v).dtype,
                                             sharding=data_sharding)
-                    for k, v in example_window.items() if k in policies.INPUT_KEYS}
-  step = jax.jit(make_train_step(policies.Binder(make_model), tx, lr_schedule, config.optimizer.ema_decay),
+                    for k, v in example_window.items() if k in input_keys}
+  step = jax.jit(make_train_step(binder, tx, lr_schedule, config.optimizer.ema_decay,
+                                 None if everything_trains else mask),
                  in_shardings=(state_sh, ema_sh, data_sharding), out_shardings=(state_sh, ema_sh, None),
                  donate_argnums=(0, 1))
   compiled = step.lower(abstract_state, abstract_ema, abstract_batch).compile()
@@ -151,7 +282,8 @@ def build_program(config, space, image_size: int, example_window: dict, mesh) ->
                  ema_shardings=ema_sh, data_sharding=data_sharding, abstract_batch=abstract_batch,
                  flops_per_step=metrics_lib.compiled_flops(compiled),
                  num_params=sum(x.size for x in jax.tree.leaves(abstract_ema)),
-                 memory=metrics_lib.describe_memory(compiled))
+                 num_trainable=sum(x.size for x, m in zip(jax.tree.leaves(abstract_ema), jax.tree.leaves(mask)) if m),
+                 memory=metrics_lib.describe_memory(compiled), image_size=image_size, input_keys=input_keys)
 
 
 def _describe_provenance(provenance, entries) -> list[str]:
@@ -171,10 +303,15 @@ def train(config, workdir: str, stop_after: int | None = None) -> dict:
   workdir = os.path.abspath(workdir)
   is_main = jax.process_index() == 0
 
-  # ---- Inputs (validated before anything is written) ----
-  space, spec, loader = make_inputs(config)
+  # ---- Pretrained models and inputs (validated before anything is written) ----
+  pretrained = resolve_pretrained(config)
+  use_latents = config.data.get("use_latents", False)
+  if use_latents and pretrained.autoencoder_fingerprint is None:
+    raise ValueError("config.data.use_latents=True needs a model with an autoencoder (config.model.name="
+                     f"{config.model.name!r})")
+  space, spec, loader = make_inputs(config, pretrained.autoencoder_fingerprint if use_latents else None)
   example = loader.sources[0][0]  # one window: the batch's shapes and the image size
-  assets = make_assets(config, space, loader, example)
+  assets = make_assets(config, space, loader, example, pretrained)
   mesh = sharding.make_mesh(dict(config.mesh))
   host_batch = check_batch_size(config, mesh)
   logging.info("mesh %s; global batch %d (%d per host); datasets %s", dict(mesh.shape), config.batch_size,
@@ -184,8 +321,8 @@ def train(config, workdir: str, stop_after: int | None = None) -> dict:
   prog = build_program(config, space, assets["image_size"], example, mesh)
   state_sh, ema_sh, data_sharding = prog.state_shardings, prog.ema_shardings, prog.data_sharding
   peak = metrics_lib.measure_peak_flops()
-  logging.info("params %.2fM; train step %.3g GFLOP; peak %.3g GFLOP/s (measured matmul); memory per device: %s",
-               prog.num_params / 1e6, prog.flops_per_step / 1e9, peak / 1e9, prog.memory)
+  logging.info("params %.2fM (%.2fM trainable); train step %.3g GFLOP; peak %.3g GFLOP/s (measured matmul); memory per device: %s",
+               prog.num_params / 1e6, prog.num_trainable / 1e6, prog.flops_per_step / 1e9, peak / 1e9, prog.memory)
 
   # ---- Checkpoints: resume from the newest one, if it fits this config ----
   mngr = checkpoints.manager(workdir, max_to_keep=config.keep_checkpoints, keep_period=config.keep_every or None,
@@ -203,6 +340,13 @@ def train(config, workdir: str, stop_after: int | None = None) -> dict:
     logging.info("resumed from %s/%d", mngr.directory, latest)
   else:
     state, ema = prog.init(jax.random.PRNGKey(config.seed))
+    if pretrained.params:
+      state, ema = apply_pretrained(state, ema, pretrained)
+      logging.info("initialised from %s", pretrained.sources)
+    if config.model.name == "video_dit" and "" not in pretrained.params:
+      state, ema = calibrate_latents(config, prog, state, ema, loader, host_batch)
+    # Training donates the state and EMA buffers: give the EMA its own copies of any leaf it shares.
+    ema = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree), out_shardings=ema_sh)(ema)
   os.makedirs(workdir, exist_ok=True)
   if is_main:
     config_lib.save_json(config, os.path.join(workdir, "config.json"))
@@ -233,7 +377,7 @@ def train(config, workdir: str, stop_after: int | None = None) -> dict:
     t0 = time.perf_counter()
     host = next(data_iter)
     data_time += time.perf_counter() - t0
-    batch = pipeline.to_global({k: host[k] for k in policies.INPUT_KEYS}, data_sharding)
+    batch = pipeline.to_global({k: host[k] for k in prog.input_keys}, data_sharding)
     state, ema, m = prog.step(state, ema, batch)
     if pending is not None:
       check(pending)

@@ -1,0 +1,91 @@
+"""The video DiT's train step: FLOPs, step time and MFU per size variant, against the matmul peak measured
+in the same run (no datasets needed: a resident batch of random latents).
+
+    python -m benchmarks.video_dit --out bench_results/video_dit.json [--sizes tiny,quickstart,small]
+        [--steps 5] [--image_size 64]
+
+Each size is `experiments/video_pretrain.py:<size>` with stored latents (the frozen autoencoder is not in the
+step) and the batch size below; MFU = XLA's FLOPs of the compiled step / step time / peak.
+"""
+
+import sys
+import time
+
+from absl import app, flags, logging
+
+from benchmarks import report
+from vam import config as config_lib
+
+flags.DEFINE_string("out", "bench_results/video_dit.json", "where the JSON report goes")
+flags.DEFINE_list("sizes", ["tiny", "quickstart", "small"], "video_pretrain.py variants to measure")
+flags.DEFINE_integer("steps", 5, "timed steps per size")
+flags.DEFINE_integer("image_size", 64, "frame size (latent size = image_size / autoencoder patch)")
+flags.DEFINE_integer("batch_size", 0, "global batch (0: per-size default: 16 tiny/quickstart, 4 small, 2 base)")
+FLAGS = flags.FLAGS
+BATCH = dict(tiny=16, quickstart=16, small=4, base=2)
+
+
+def example_window(config, image_size: int) -> dict:
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from vam.input import windows  # pylint: disable=g-import-not-at-top
+  ae = config.model.autoencoder
+  size = image_size // ae.patch
+  d = config.data
+  rng = np.random.default_rng(0)
+  return dict(context_latents=rng.normal(size=(d.context_frames, size, size, ae.latent_channels)).astype(np.float32),
+              future_latents=rng.normal(size=(d.future_frames, size, size, ae.latent_channels)).astype(np.float32),
+              future_mask=np.ones((d.future_frames,), bool),
+              instruction=windows.encode_instruction("pick up the red cube and place it on the green pad"),
+              embodiment_id=np.int32(1))
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from vam import embodiment  # pylint: disable=g-import-not-at-top
+  from vam.input import pipeline  # pylint: disable=g-import-not-at-top
+  from vam.train import metrics, sharding, train  # pylint: disable=g-import-not-at-top
+
+  peak = metrics.measure_peak_flops()
+  res, configs = dict(peak_matmul=dict(flops_per_s=peak)), {}
+  for size in FLAGS.sizes:
+    config = config_lib.load(f"experiments/video_pretrain.py:{size}")
+    with config.unlocked():
+      config.data.use_latents = True
+      config.batch_size = FLAGS.batch_size or BATCH.get(size, 2)
+    space = embodiment.ActionSpace(tuple(config.data.embodiments))
+    mesh = sharding.make_mesh(dict(config.mesh))
+    example = example_window(config, FLAGS.image_size)
+    t = time.perf_counter()
+    prog = train.build_program(config, space, FLAGS.image_size, example, mesh)
+    compile_s = time.perf_counter() - t
+    batch = pipeline.to_global({k: np.stack([v] * config.batch_size) for k, v in example.items()}, prog.data_sharding)
+    state, ema = prog.init(jax.random.PRNGKey(0))
+    state, ema, m = prog.step(state, ema, batch)
+    jax.block_until_ready(m)
+    times = []
+    for _ in range(FLAGS.steps):
+      t = time.perf_counter()
+      state, ema, m = prog.step(state, ema, batch)
+      jax.block_until_ready(m)
+      times.append(time.perf_counter() - t)
+    step_time = float(np.median(times))
+    tokens = (config.data.context_frames + config.data.future_frames) * (FLAGS.image_size // config.model.autoencoder.patch // config.model.dit.patch) ** 2
+    res[size] = dict(params=prog.num_params, trainable=prog.num_trainable, batch_size=config.batch_size, tokens=tokens,
+                     flops_per_step=prog.flops_per_step, step_time_s=step_time, examples_per_s=config.batch_size / step_time,
+                     mfu=prog.flops_per_step / step_time / peak, compile_s=compile_s, memory=prog.memory,
+                     scan_layers=config.model.dit.scan_layers, remat=config.model.dit.remat)
+    configs[size] = config.model.dit.to_dict()
+    print(f"{size}: {prog.num_params / 1e6:.1f}M params, {tokens} tokens, batch {config.batch_size}: "
+          f"{step_time:.3f} s/step, MFU {100 * res[size]['mfu']:.1f}%", flush=True)
+  ratios = {f"mfu_{s}": res[s]["mfu"] for s in FLAGS.sizes}
+  report.write(FLAGS.out, "video_dit", dict(image_size=FLAGS.image_size, sizes=configs), res, ratios)
+
+
+if __name__ == "__main__":
+  try:
+    app.run(main)
+  except (ValueError, FileNotFoundError) as e:
+    sys.exit(f"error: {e}")

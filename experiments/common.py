@@ -1,0 +1,57 @@
+"""Config sections shared by the experiment files (import it from a sibling config: `import common`)."""
+
+import ml_collections
+
+
+def data(context_frames: int = 2, future_frames: int = 0, mixture=None) -> ml_collections.ConfigDict:
+  """`config.data`: which datasets (under `config.data_dir`), their weights and the window shapes."""
+  d = ml_collections.ConfigDict()
+  d.mixture = mixture or {"sim_robot": 0.5, "sim_human": 0.5}  # dataset name -> sampling weight
+  d.version = "1.0.0"
+  d.split = "train"
+  d.camera = "front"
+  d.embodiments = ["human_hand", "arm6", "gantry"]  # the unified action space's slots, in order
+  d.context_frames = context_frames  # H_o (latent frames for video models)
+  d.future_frames = future_frames  # H_f (the video model's targets; 0 for policies)
+  d.action_horizon = 8  # H_a
+  d.proprio_dim = 17  # the widest proprio in the mixture (arm6: 17)
+  d.norm_mode = "quantile"  # quantile | mean_std (vam/input/normalize.py)
+  d.use_latents = False  # read latents precomputed by python -m vam.train.latents instead of encoding frames
+  d.workers = 0  # grain worker processes (0: load in the training process)
+  d.prefetch = 2
+  d.cache_mb = 256  # decoded-episode cache per dataset (and per worker)
+  return d
+
+
+def optimizer(lr: float, warmup_steps: int, ema_decay: float = 0.999, weight_decay: float = 1e-4,
+              trainable: str = "") -> ml_collections.ConfigDict:
+  o = ml_collections.ConfigDict()
+  o.name = "adamw"
+  o.lr = lr
+  o.schedule = "cosine"
+  o.warmup_steps = warmup_steps
+  o.final_lr_fraction = 0.1
+  o.b1 = 0.9
+  o.b2 = 0.95
+  o.weight_decay = weight_decay
+  o.grad_clip = 1.0
+  o.ema_decay = ema_decay
+  o.trainable = trainable  # regex over parameter paths; only matches train ('' = all but the model's frozen ones)
+  return o
+
+
+def run(c: ml_collections.ConfigDict, *, total_steps: int, batch_size: int, log_every: int, checkpoint_every: int,
+        data_dir: str = "out/demo/data") -> None:
+  """The run-level keys every training config has."""
+  c.seed = 0
+  c.data_dir = data_dir  # built by `python -m vam.data.build --config experiments/datasets.py:quickstart`
+  c.total_steps = total_steps
+  c.batch_size = batch_size  # global; split over the mesh's data axes and over hosts
+  c.log_every = log_every
+  c.checkpoint_every = checkpoint_every
+  c.keep_checkpoints = 3  # the newest N ...
+  c.keep_every = 0  # ... plus every M-th step (0: none)
+  c.init_from = ""  # workdir of a trained model to start from (fine-tuning); "" = from scratch
+  c.init_from_step = 0  # its step (0: the newest)
+  c.mesh = {"data": -1, "fsdp": 1, "tensor": 1}  # axis sizes; -1 = all remaining devices
+  c.checkpoint_async = True
