@@ -60,7 +60,11 @@ def make(cfg, total_steps: int, mask=None) -> tuple[optax.GradientTransformation
   return tx, lr
 
 
-def ema_update(ema, params, step, decay: float):
-  """EMA with a warm-up (decay ramps as (1 + step) / (10 + step)) so short runs are not dominated by init."""
+def ema_update(ema, params, step, decay: float, mask=None):
+  """EMA with a warm-up (decay ramps as (1 + step) / (10 + step)) so short runs are not dominated by init.
+  Frozen parameters (False in `mask`) are copied, not averaged (averaging would change their last bits)."""
   d = jnp.minimum(decay, (1.0 + step) / (10.0 + step)).astype(jnp.float32)
-  return jax.tree.map(lambda e, p: (d * e + (1.0 - d) * p).astype(e.dtype), ema, params)
+  average = lambda e, p: (d * e + (1.0 - d) * p).astype(e.dtype)
+  if mask is None:
+    return jax.tree.map(average, ema, params)
+  return jax.tree.map(lambda e, p, m: average(e, p) if m else p, ema, params, mask)

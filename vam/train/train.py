@@ -227,7 +227,7 @@ def make_train_step(bind, tx, lr_schedule, ema_decay: float, mask=None):
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
-    ema = optim.ema_update(ema, params, step, ema_decay)
+    ema = optim.ema_update(ema, params, step, ema_decay, mask)
     metrics = dict(aux, loss=loss, grad_norm=optax.global_norm(grads), param_norm=optax.global_norm(params),
                    lr=lr_schedule(step))
     return dict(step=step + 1, params=params, opt_state=opt_state, rng=state["rng"]), ema, metrics
