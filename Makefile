@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 OUT    ?= out/demo
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo data test test-fast bench clean
+.PHONY: setup demo data video test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,17 @@ demo: setup data
 data: setup
 	$(BIN)/python -m vam.data.build --config experiments/datasets.py:quickstart --data_dir $(OUT)/data --overwrite
 
+# Stage 1 on the quickstart datasets: the video autoencoder, its stored latents, the video model, and its
+# evaluation (PSNR/SSIM of predicted future frames vs copying the last frame; side-by-side videos).
+video: setup
+	test -d $(OUT)/data/sim_robot || $(MAKE) data
+	rm -rf $(OUT)/autoencoder $(OUT)/video
+	$(BIN)/python -m vam.train --config experiments/autoencoder.py --workdir $(OUT)/autoencoder --config.data_dir=$(OUT)/data
+	$(BIN)/python -m vam.train.latents --autoencoder $(OUT)/autoencoder --data_dir $(OUT)/data --overwrite
+	$(BIN)/python -m vam.train --config experiments/video_pretrain.py --workdir $(OUT)/video --config.data_dir=$(OUT)/data \
+	    --config.model.autoencoder_workdir=$(OUT)/autoencoder
+	$(BIN)/python -m vam.eval --workdir $(OUT)/video
+
 test: setup
 	$(BIN)/python -m pytest -q tests
 
@@ -41,6 +52,7 @@ bench: setup
 	test -d $(OUT)/data/sim_robot || $(MAKE) data
 	$(BIN)/python -m benchmarks.train --config experiments/quickstart.py --config.data_dir=$(OUT)/data \
 	    --out bench_results/train.json
+	$(BIN)/python -m benchmarks.video_dit --out bench_results/video_dit.json
 	$(BIN)/python -m benchmarks.datagen --out bench_results/datagen.json
 	test -d $(OUT)/baseline/checkpoints || $(BIN)/python -m vam.train --config experiments/quickstart.py \
 	    --workdir $(OUT)/baseline --config.data_dir=$(OUT)/data

@@ -7,8 +7,11 @@ Batch keys (window of `vam.input.windows`): `instruction` (B, L) uint8, `embodim
 `future_latents` (B, H_f, h, w, C) (`python -m vam.data.latents`).
 
 Latents are standardised per channel with `latent_mean`/`latent_std`, measured on training data when a
-run starts (`calibrate`) and frozen with the autoencoder, so the DiT sees unit-scale targets whatever the
-autoencoder's latent scale. `FROZEN` names the parameters the optimizer never updates.
+run starts (`calibrate`) and frozen with the autoencoder, so the DiT sees unit-scale inputs whatever the
+autoencoder's latent scale. With `predict_residual` (default) the flow's data are the future latents minus
+the last context latent, divided by their per-channel RMS (`residual_std`, also calibrated): most of a
+robot scene does not move between frames, so "nothing changes" is the zero of the target space and the
+model spends its capacity on the motion. `FROZEN` names the parameters the optimizer never updates.
 """
 
 import dataclasses
@@ -22,7 +25,7 @@ from vam.models import autoencoder as autoencoder_lib
 from vam.models import text as text_lib
 from vam.models import video_dit
 
-FROZEN = r"^(autoencoder|latent_mean|latent_std)/"  # matched against '/'-joined parameter paths
+FROZEN = r"^(autoencoder|latent_mean|latent_std|residual_std)/"  # matched against '/'-joined parameter paths
 PIXEL_KEYS = ("images", "future_images", "future_mask", "instruction", "embodiment_id")
 LATENT_KEYS = ("context_latents", "future_latents", "future_mask", "instruction", "embodiment_id")
 
@@ -38,6 +41,7 @@ class VideoModelConfig:
   time_mean: float = 0.0
   time_std: float = 1.0
   sample_steps: int = 20
+  predict_residual: bool = True  # flow on (future - last context latent) / residual_std
 
 
 def psnr(pred, target, mask=None):
@@ -60,6 +64,7 @@ class VideoModel(nnx.Module):
     c = cfg.autoencoder.latent_channels
     self.latent_mean = nnx.Param(jnp.zeros((c,)))
     self.latent_std = nnx.Param(jnp.ones((c,)))
+    self.residual_std = nnx.Param(jnp.ones((c,)))
     self.text = text_lib.InstructionEncoder(cfg.text, rngs=rngs)
     self.dit = video_dit.VideoDiT(cfg.dit, rngs=rngs)
 
@@ -81,14 +86,31 @@ class VideoModel(nnx.Module):
       return self.standardise(batch["context_latents"]), self.standardise(batch["future_latents"])
     return self.encode(batch["images"]), self.encode(batch["future_images"])
 
-  def calibrate(self, batch) -> tuple[jax.Array, jax.Array]:
-    """Per-channel mean and std (C,) of the raw latents of a batch (context and future frames)."""
+  def calibrate(self, batch) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Per-channel (C,) mean and std of the raw latents of a batch (context and future frames), and the RMS
+    of the standardised future-minus-last-context residual (over the future frames that exist)."""
     if "context_latents" in batch:
-      z = jnp.concatenate([batch["context_latents"], batch["future_latents"]], axis=1)
+      ctx, fut = batch["context_latents"], batch["future_latents"]
     else:
-      z = self.autoencoder.encode(jnp.concatenate([batch["images"], batch["future_images"]], axis=1))
+      ctx, fut = self.autoencoder.encode(batch["images"]), self.autoencoder.encode(batch["future_images"])
+    z = jnp.concatenate([ctx, fut], axis=1)
     axes = tuple(range(z.ndim - 1))
-    return jnp.mean(z, axis=axes), jnp.maximum(jnp.std(z, axis=axes), 1e-3)
+    mean, std = jnp.mean(z, axis=axes), jnp.maximum(jnp.std(z, axis=axes), 1e-3)
+    residual = (fut - ctx[:, -1:]) / std
+    m = jnp.broadcast_to(batch["future_mask"][:, :, None, None, None], residual.shape[:-1] + (1,))
+    rms = jnp.sqrt(jnp.sum(jnp.square(residual) * m, axis=axes) / jnp.maximum(jnp.sum(m, axis=axes), 1.0))
+    return mean, std, jnp.maximum(rms, 1e-3)
+
+  # ---- the flow's data space: future latents (or their residual to the last context frame) ----
+  def to_flow(self, context, future):
+    if not self.cfg.predict_residual:
+      return future
+    return (future - context[:, -1:]) / self.residual_std.value
+
+  def from_flow(self, context, x):
+    if not self.cfg.predict_residual:
+      return x
+    return context[:, -1:] + x * self.residual_std.value
 
   # ---- the flow ----
   def condition(self, batch):
@@ -101,7 +123,8 @@ class VideoModel(nnx.Module):
   def loss(self, batch, rng):
     """Flow matching on the future latents only (masked by `future_mask`). Returns (loss, metrics)."""
     k_t, k_eps = jax.random.split(rng)
-    context, x0 = self.latents(batch)
+    context, future = self.latents(batch)
+    x0 = self.to_flow(context, future)
     b = x0.shape[0]
     tau = flow.sample_time(k_t, (b,), self.cfg.time_sampler, mean=self.cfg.time_mean, std=self.cfg.time_std)
     eps = jax.random.normal(k_eps, x0.shape, x0.dtype)
@@ -114,7 +137,8 @@ class VideoModel(nnx.Module):
   def loss_at(self, batch, tau, eps):
     """Per-example flow loss (B,) at given times tau (B,) and noise eps (B, H_f, h, w, C): low-variance
     validation losses bucketed by tau (fixed times and noise)."""
-    context, x0 = self.latents(batch)
+    context, future = self.latents(batch)
+    x0 = self.to_flow(context, future)
     words, word_mask = self.condition(batch)
     v = self.velocity(context, flow.interpolate(x0, eps, tau), tau, words, word_mask, batch["embodiment_id"])
     err = jnp.mean(jnp.square(v - flow.target_velocity(x0, eps)), axis=(2, 3, 4))
@@ -125,18 +149,21 @@ class VideoModel(nnx.Module):
     """Hidden states after DiT block `layer` (B, N, D) with the future latents noised to tau_v (B,) --
     from the ground-truth future (teacher forcing) when the batch has it, else from pure noise (tau_v = 1)."""
     context, future = self.latents(batch)
-    eps = jax.random.normal(rng, future.shape, future.dtype)
+    x0 = self.to_flow(context, future)
+    eps = jax.random.normal(rng, x0.shape, x0.dtype)
     words, word_mask = self.condition(batch)
-    return self.dit(context, flow.interpolate(future, eps, tau_v), tau_v, words, word_mask,
+    return self.dit(context, flow.interpolate(x0, eps, tau_v), tau_v, words, word_mask,
                     batch["embodiment_id"], layer=layer)
 
   def sample(self, batch, rng, num_steps: int | None = None, tau_stop: float = 0.0):
-    """Future latents (B, H_f, h, w, C) by Euler integration from noise at tau = 1 down to `tau_stop`."""
+    """Standardised future latents (B, H_f, h, w, C): Euler integration of the flow from noise at tau = 1 down
+    to `tau_stop` (at tau_stop > 0 the result is the partly denoised state, mapped back to latents)."""
     context, future = self.latents(batch)
     words, word_mask = self.condition(batch)
     velocity = lambda x, tau: self.velocity(context, x, tau, words, word_mask, batch["embodiment_id"])
     noise = jax.random.normal(rng, future.shape, future.dtype)
-    return flow.euler(velocity, noise, num_steps or self.cfg.sample_steps, tau_end=tau_stop)
+    x = flow.euler(velocity, noise, num_steps or self.cfg.sample_steps, tau_end=tau_stop)
+    return self.from_flow(context, x)
 
   def predict_frames(self, batch, rng, num_steps: int | None = None):
     """Sampled future frames in [-1, 1] (B, H_f * tf, H, W, 3)."""

@@ -166,18 +166,21 @@ def calibrate_latents(config, prog, state, ema, loader, host_batch: int, batches
   keys = registry.input_keys(config)
   stats = jax.jit(lambda params, batch: binder(params).calibrate(batch))
   it = iter(loader.dataset(host_batch, seed=config.seed + 1, prefetch_buffer=0))
-  means, sqs = [], []
+  means, sqs, residual_sqs = [], [], []
   for _ in range(batches):
     host = next(it)
-    mean, std = stats(state["params"], pipeline.to_global({k: host[k] for k in keys}, prog.data_sharding))
+    mean, std, residual = stats(state["params"], pipeline.to_global({k: host[k] for k in keys}, prog.data_sharding))
     means.append(mean)
     sqs.append(jnp.square(std) + jnp.square(mean))
+    residual_sqs.append(jnp.square(residual))
   mean = jnp.mean(jnp.stack(means), axis=0)
   std = jnp.sqrt(jnp.maximum(jnp.mean(jnp.stack(sqs), axis=0) - jnp.square(mean), 1e-6))
+  residual = jnp.sqrt(jnp.mean(jnp.stack(residual_sqs), axis=0))
   fmt = lambda x: "[" + ", ".join(f"{v:.3f}" for v in np.asarray(x)) + "]"
-  logging.info("latent mean %s, std %s (per channel, %d batches)", fmt(mean), fmt(std), batches)
-  place = lambda tree: dict(tree, latent_mean=jax.device_put(mean, tree["latent_mean"].sharding),
-                            latent_std=jax.device_put(std, tree["latent_std"].sharding))
+  logging.info("latent mean %s, std %s, residual rms %s (per channel, %d batches)", fmt(mean), fmt(std),
+               fmt(residual), batches)
+  values = dict(latent_mean=mean, latent_std=std, residual_std=residual)
+  place = lambda tree: dict(tree, **{k: jax.device_put(v, tree[k].sharding) for k, v in values.items()})
   return dict(state, params=place(state["params"])), place(ema)
 
 
