@@ -225,3 +225,17 @@ def test_registry_builds_every_model():
   c.model.name = "nope"
   with pytest.raises(ValueError, match="config.model.name='nope'"):
     registry.factory(c, 0, 3, 32)
+
+
+def test_frozen_parameters_of_the_video_model():
+  """The autoencoder and the calibrated latent statistics never train; everything else does."""
+  from vam.train import optim
+  abstract = nnx.eval_shape(lambda: video_model.VideoModel(_video_cfg(), rngs=nnx.Rngs(0)))
+  params = nnx.state(abstract, nnx.Param).to_pure_dict()
+  mask = optim.trainable_mask(params, video_model.FROZEN)
+  for key in ("autoencoder", "latent_mean", "latent_std", "residual_std"):
+    assert not any(jax.tree.leaves(mask[key])), key
+  for key in ("dit", "text"):
+    assert all(jax.tree.leaves(mask[key])), key
+  with pytest.raises(ValueError, match="no parameter is trainable"):  # a LoRA regex on a model without LoRA
+    optim.trainable_mask(params, video_model.FROZEN, "lora_")

@@ -123,7 +123,8 @@ def success_table(cells) -> str:
 def video_table(video: dict) -> str:
   """Video metrics as rows of (what, PSNR, SSIM)."""
   rows = [(label, video.get(f"{key}_psnr"), video.get(f"{key}_ssim"))
-          for key, label in (("predicted", "predicted future"), ("copy_last", "copy last context frame"),
+          for key, label in (("predicted", "predicted future (sampled)"), ("predicted_mean", "predicted future (mean, 1 step)"),
+                             ("copy_last", "copy last context frame"),
                              ("reconstruction", "autoencoder reconstruction"))]
   return "".join(f"<tr><td>{k}</td><td>{p:.2f}</td><td>{q:.4f}</td></tr>" for k, p, q in rows if p is not None)
 
@@ -186,7 +187,8 @@ def text_table(evaluation: dict) -> str:
   if "video" in evaluation:
     v = evaluation["video"]
     lines = [f"{'held-out clips (' + str(v['clips']) + ')':34s} {'PSNR dB':>8s} {'SSIM':>7s}"]
-    for key, label in (("predicted", "predicted future frames"), ("copy_last", "copy last context frame"),
+    for key, label in (("predicted", "predicted future (sampled)"), ("predicted_mean", "predicted future (mean, 1 step)"),
+                       ("copy_last", "copy last context frame"),
                        ("reconstruction", "autoencoder reconstruction")):
       if f"{key}_psnr" in v:
         lines.append(f"{label:34s} {v[key + '_psnr']:8.2f} {v[key + '_ssim']:7.4f}")

@@ -2,6 +2,8 @@
 
 Video model (`video_dit`): future frames sampled from the H_o context frames + instruction (Euler,
 `video_sample_steps`) and decoded, scored by PSNR and SSIM against the real future frames, next to
+  - the mean prediction: one Euler step from tau = 1, x1 - v(x1, 1) = E[future | context, instruction]
+    (the MMSE estimate, which PSNR favours over a sharp sample),
   - copy-last-frame: the last context frame repeated (the trivial baseline a video model must beat),
   - autoencoder reconstruction of the real future (the ceiling the latent space allows);
 and the validation flow loss at `tau_buckets` fixed tau_v (bucket centres) with fixed noise, so that
@@ -87,6 +89,7 @@ def evaluate(restored, data_dir: str, out: str, ec) -> dict:
 
   reconstruct = jax.jit(lambda p, v: bind(p).decode(bind(p).encode(v)))
   predict = jax.jit(lambda p, b, rng: bind(p).predict_frames(b, rng, ec.video_sample_steps))
+  predict_mean = jax.jit(lambda p, b, rng: bind(p).predict_frames(b, rng, 1))
   loss_at = jax.jit(lambda p, b, tau, eps: bind(p).loss_at(b, tau, eps))
 
   for i in range(max(1, ec.video_clips // ec.video_batch)):
@@ -102,9 +105,11 @@ def evaluate(restored, data_dir: str, out: str, ec) -> dict:
       frame_mask = np.repeat(host["future_mask"], tf, axis=1)  # latent-frame mask -> frame mask
       real = _unit(host["future_images"])
       pred = _unit(predict(params, batch, jax.random.PRNGKey(ec.seed + i)))
+      mean_pred = _unit(predict_mean(params, batch, jax.random.PRNGKey(ec.seed + i)))
       last = np.repeat(_unit(host["images"][:, -1:]), real.shape[1], axis=1)
       recon = _unit(reconstruct(params, batch["future_images"]))
       scores.add("predicted", pred, real, frame_mask)
+      scores.add("predicted_mean", mean_pred, real, frame_mask)
       scores.add("copy_last", last, real, frame_mask)
       scores.add("reconstruction", recon, real, frame_mask)
       b = real.shape[0]

@@ -25,7 +25,7 @@ from vam.models import autoencoder as autoencoder_lib
 from vam.models import text as text_lib
 from vam.models import video_dit
 
-FROZEN = r"^(autoencoder|latent_mean|latent_std|residual_std)/"  # matched against '/'-joined parameter paths
+FROZEN = r"^(autoencoder|latent_mean|latent_std|residual_std)(/|$)"  # matched against '/'-joined parameter paths
 PIXEL_KEYS = ("images", "future_images", "future_mask", "instruction", "embodiment_id")
 LATENT_KEYS = ("context_latents", "future_latents", "future_mask", "instruction", "embodiment_id")
 
