@@ -60,6 +60,7 @@ def get_config(variant=None):
   c.model.time_std = 1.0
   c.model.sample_steps = 20  # Euler steps when sampling future frames
   c.model.predict_residual = True  # the flow models (future - last context latent) / its calibrated RMS
+  c.model.velocity_skip = True  # velocity = best context-free velocity of standardised data + the DiT's output
 
   c.optimizer = common.optimizer(lr=1e-3 if tiny else 5e-4, warmup_steps=5 if tiny else 100)
   c.eval = eval_defaults.get(video_clips=16 if tiny else 64, video_batch=8 if tiny else 16,

@@ -100,3 +100,13 @@ def test_flow_matching_learns_two_modes_where_regression_averages():
   reg = fit(regression_loss)
   pred = np.asarray(reg(jnp.zeros((b, 1, 1)), jnp.zeros((b,)), proprio, cond)).ravel()
   assert np.all(np.abs(pred) < 0.3)  # the mean of the modes: neither -1 nor +1
+
+
+def test_gaussian_velocity_skip_is_the_optimal_linear_velocity():
+  """For x0, eps ~ N(0, 1): the least-squares coefficient of (eps - x0) on x_tau is the skip coefficient."""
+  k0, k1 = jax.random.split(jax.random.PRNGKey(0))
+  x0, eps = jax.random.normal(k0, (200_000,)), jax.random.normal(k1, (200_000,))
+  for tau in (0.1, 0.3, 0.5, 0.8, 1.0):
+    x = flow.interpolate(x0, eps, jnp.float32(tau))
+    coef = jnp.sum(x * (eps - x0)) / jnp.sum(x * x)
+    assert abs(float(coef) - float(flow.gaussian_velocity_skip(jnp.float32(tau)))) < 0.02, tau

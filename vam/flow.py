@@ -88,3 +88,12 @@ def heun(velocity: VelocityFn, noise, num_steps: int = 10, tau_start: float = 1.
 
   x, _ = jax.lax.scan(step, noise, jnp.arange(num_steps))
   return x
+
+
+def gaussian_velocity_skip(tau):
+  """The velocity E[eps - x0 | x_tau] = c(tau) x_tau of unit-variance Gaussian data, as a coefficient c(tau).
+
+  A network that outputs `c(tau) * x_tau + F` starts (F = 0) as the best context-free predictor for
+  standardised data -- the identity at tau = 1, zero at 1/2, minus the identity at 0 -- and only has to learn
+  the conditional correction (the EDM-style skip connection, in this convention)."""
+  return (2.0 * tau - 1.0) / (jnp.square(1.0 - tau) + jnp.square(tau))

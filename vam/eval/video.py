@@ -127,6 +127,7 @@ def evaluate(restored, data_dir: str, out: str, ec) -> dict:
     metrics["loss_by_tau"] = {f"{t:.4f}": float(s / batches) for t, s in zip(taus, loss_sums)}
     metrics["psnr_gain_over_copy_last"] = metrics["predicted_psnr"] - metrics["copy_last_psnr"]
     metrics["ssim_gain_over_copy_last"] = metrics["predicted_ssim"] - metrics["copy_last_ssim"]
+    metrics["mean_psnr_gain_over_copy_last"] = metrics["predicted_mean_psnr"] - metrics["copy_last_psnr"]
   metrics["clips"] = clips
   return dict(video=metrics, videos=videos)
 

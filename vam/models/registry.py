@@ -45,7 +45,7 @@ def video_config(config, image_size: int, num_embodiments: int) -> video_model.V
   return video_model.VideoModelConfig(autoencoder=ae, text=txt, dit=dit, context_frames=d.context_frames,
                                       future_frames=d.future_frames, time_sampler=m.time_sampler,
                                       time_mean=m.time_mean, time_std=m.time_std, sample_steps=m.sample_steps,
-                                      predict_residual=m.predict_residual)
+                                      predict_residual=m.predict_residual, velocity_skip=m.velocity_skip)
 
 
 def factory(config, action_dim: int, num_embodiments: int, image_size: int):

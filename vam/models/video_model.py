@@ -11,7 +11,9 @@ run starts (`calibrate`) and frozen with the autoencoder, so the DiT sees unit-s
 autoencoder's latent scale. With `predict_residual` (default) the flow's data are the future latents minus
 the last context latent, divided by their per-channel RMS (`residual_std`, also calibrated): most of a
 robot scene does not move between frames, so "nothing changes" is the zero of the target space and the
-model spends its capacity on the motion. `FROZEN` names the parameters the optimizer never updates.
+model spends its capacity on the motion. With `velocity_skip` the velocity is the best context-free one for
+standardised data plus the DiT's output (zero at init), so the untrained model already predicts "no
+change" as its mean. `FROZEN` names the parameters the optimizer never updates.
 """
 
 import dataclasses
@@ -42,6 +44,7 @@ class VideoModelConfig:
   time_std: float = 1.0
   sample_steps: int = 20
   predict_residual: bool = True  # flow on (future - last context latent) / residual_std
+  velocity_skip: bool = True  # v = c(tau) x_tau + DiT output (flow.gaussian_velocity_skip)
 
 
 def psnr(pred, target, mask=None):
@@ -118,7 +121,10 @@ class VideoModel(nnx.Module):
     return words, mask
 
   def velocity(self, context, noisy_future, tau, words, word_mask, embodiment_id):
-    return self.dit(context, noisy_future, tau, words, word_mask, embodiment_id)
+    v = self.dit(context, noisy_future, tau, words, word_mask, embodiment_id)
+    if self.cfg.velocity_skip:  # the DiT learns the correction to the best context-free velocity
+      v = v + flow.gaussian_velocity_skip(tau)[:, None, None, None, None] * noisy_future
+    return v
 
   def loss(self, batch, rng):
     """Flow matching on the future latents only (masked by `future_mask`). Returns (loss, metrics)."""
