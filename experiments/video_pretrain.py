@@ -58,6 +58,7 @@ def get_config(variant=None):
   c.model.time_sampler = "logit_normal"  # tau_v ~ sigmoid(N(time_mean, time_std))
   c.model.time_mean = 0.0
   c.model.time_std = 1.0
+  c.model.time_uniform = 0.1  # this fraction of taus is uniform on [0, 1] (the logit-normal misses tau ~ 1)
   c.model.sample_steps = 20  # Euler steps when sampling future frames
   c.model.predict_residual = True  # the flow models (future - last context latent) / its calibrated RMS
   c.model.velocity_skip = True  # velocity = best context-free velocity of standardised data + the DiT's output

@@ -215,7 +215,7 @@ def test_registry_builds_every_model():
                                                      temporal_factor=1, latent_l2=1e-3),
                  text=dict(width=16, depth=1, heads=2, text_len=16),
                  dit=dict(width=32, depth=2, heads=2, patch=2), time_sampler="logit_normal", time_mean=0.0,
-                 time_std=1.0, sample_steps=4, predict_residual=True, velocity_skip=True),
+                 time_std=1.0, time_uniform=0.1, sample_steps=4, predict_residual=True, velocity_skip=True),
       data=dict(context_frames=2, future_frames=1, use_latents=False)))
   model = registry.factory(c, 0, 3, 32)(rngs=nnx.Rngs(0))
   assert isinstance(model, video_model.VideoModel) and model.cfg.dit.latent_size == (8, 8)

@@ -44,7 +44,7 @@ def video_config(config, image_size: int, num_embodiments: int) -> video_model.V
                             num_embodiments=num_embodiments)
   return video_model.VideoModelConfig(autoencoder=ae, text=txt, dit=dit, context_frames=d.context_frames,
                                       future_frames=d.future_frames, time_sampler=m.time_sampler,
-                                      time_mean=m.time_mean, time_std=m.time_std, sample_steps=m.sample_steps,
+                                      time_mean=m.time_mean, time_std=m.time_std, time_uniform=m.time_uniform, sample_steps=m.sample_steps,
                                       predict_residual=m.predict_residual, velocity_skip=m.velocity_skip)
 
 

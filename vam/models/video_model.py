@@ -42,6 +42,7 @@ class VideoModelConfig:
   time_sampler: str = "logit_normal"
   time_mean: float = 0.0
   time_std: float = 1.0
+  time_uniform: float = 0.1  # fraction of taus drawn uniformly instead: every tau, up to 1, gets trained
   sample_steps: int = 20
   predict_residual: bool = True  # flow on (future - last context latent) / residual_std
   velocity_skip: bool = True  # v = c(tau) x_tau + DiT output (flow.gaussian_velocity_skip)
@@ -133,6 +134,9 @@ class VideoModel(nnx.Module):
     x0 = self.to_flow(context, future)
     b = x0.shape[0]
     tau = flow.sample_time(k_t, (b,), self.cfg.time_sampler, mean=self.cfg.time_mean, std=self.cfg.time_std)
+    # The logit-normal hardly reaches tau ~ 1, where sampling starts: mix in a few uniform draws.
+    k_u, k_pick = jax.random.split(jax.random.fold_in(k_t, 1))
+    tau = jnp.where(jax.random.uniform(k_pick, (b,)) < self.cfg.time_uniform, jax.random.uniform(k_u, (b,)), tau)
     eps = jax.random.normal(k_eps, x0.shape, x0.dtype)
     words, word_mask = self.condition(batch)
     v = self.velocity(context, flow.interpolate(x0, eps, tau), tau, words, word_mask, batch["embodiment_id"])
