@@ -5,7 +5,9 @@ in the same run (no datasets needed: a resident batch of random latents).
         [--steps 5] [--image_size 64]
 
 Each size is `experiments/video_pretrain.py:<size>` with stored latents (the frozen autoencoder is not in the
-step) and the batch size below; MFU = XLA's FLOPs of the compiled step / step time / peak.
+step) and the batch size below; MFU = XLA's FLOPs of the compiled step / step time / peak. Layers are not
+scanned here (`--scan`: as the config says): XLA's cost analysis counts a scanned layer loop's body once, so
+a scanned model's FLOPs (and MFU) would read depth times too low.
 """
 
 import sys
@@ -21,6 +23,7 @@ flags.DEFINE_list("sizes", ["tiny", "quickstart", "small"], "video_pretrain.py v
 flags.DEFINE_integer("steps", 5, "timed steps per size")
 flags.DEFINE_integer("image_size", 64, "frame size (latent size = image_size / autoencoder patch)")
 flags.DEFINE_integer("batch_size", 0, "global batch (0: per-size default: 16 tiny/quickstart, 4 small, 2 base)")
+flags.DEFINE_bool("scan", False, "keep the config's scan_layers/remat (FLOPs then undercount, see above)")
 FLAGS = flags.FLAGS
 BATCH = dict(tiny=16, quickstart=16, small=4, base=2)
 
@@ -55,6 +58,9 @@ def main(argv):
     with config.unlocked():
       config.data.use_latents = True
       config.batch_size = FLAGS.batch_size or BATCH.get(size, 2)
+      if not FLAGS.scan:
+        config.model.dit.scan_layers = False
+        config.model.dit.remat = False
     space = embodiment.ActionSpace(tuple(config.data.embodiments))
     mesh = sharding.make_mesh(dict(config.mesh))
     example = example_window(config, FLAGS.image_size)

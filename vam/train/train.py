@@ -324,6 +324,9 @@ def train(config, workdir: str, stop_after: int | None = None) -> dict:
   prog = build_program(config, space, assets["image_size"], example, mesh)
   state_sh, ema_sh, data_sharding = prog.state_shardings, prog.ema_shardings, prog.data_sharding
   peak = metrics_lib.measure_peak_flops()
+  if config.model.get("dit", {}).get("scan_layers", False):
+    logging.warning("model.dit.scan_layers: XLA's cost analysis counts the layer loop once, so the logged FLOPs "
+                    "and MFU are too low by about the depth (benchmarks.video_dit measures unscanned)")
   logging.info("params %.2fM (%.2fM trainable); train step %.3g GFLOP; peak %.3g GFLOP/s (measured matmul); memory per device: %s",
                prog.num_params / 1e6, prog.num_trainable / 1e6, prog.flops_per_step / 1e9, peak / 1e9, prog.memory)
 
