@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from vam.train import sharding
+
 OPTIMIZERS = ("adamw",)
 SCHEDULES = ("cosine", "constant")
 
@@ -27,14 +29,10 @@ def schedule(cfg, total_steps: int) -> optax.Schedule:
   raise ValueError(f"config.optimizer.schedule={cfg.schedule!r}; valid: {list(SCHEDULES)}")
 
 
-def path_name(path) -> str:
-  return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
-
-
 def trainable_mask(params, frozen: str | None = None, trainable: str | None = None):
   """Pytree of bools like `params`: True where the parameter trains (see the module docstring)."""
   def is_trainable(path, _):
-    name = path_name(path)
+    name = sharding.path_name(path)
     if frozen and re.search(frozen, name):
       return False
     return not trainable or re.search(trainable, name) is not None

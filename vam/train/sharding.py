@@ -92,11 +92,12 @@ def param_spec(shape, mesh: Mesh, path: str = "") -> P:
   return P(*spec)
 
 
-def _path(path) -> str:
+def path_name(path) -> str:
+  """A pytree key path as '/'-joined names (what the partitioning and freezing rules match)."""
   return "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
 
 
 def param_shardings(abstract_state, mesh: Mesh):
   """Shardings for a pytree of (abstract) arrays (params, or optimizer state holding params' moments)."""
   return jax.tree_util.tree_map_with_path(
-      lambda path, x: NamedSharding(mesh, param_spec(x.shape, mesh, _path(path))), abstract_state)
+      lambda path, x: NamedSharding(mesh, param_spec(x.shape, mesh, path_name(path))), abstract_state)
