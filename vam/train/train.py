@@ -162,14 +162,13 @@ def apply_pretrained(state, ema, pretrained: Pretrained):
 def calibrate_latents(config, prog, state, ema, loader, host_batch: int, batches: int = 4):
   """A fresh video model's per-channel latent mean/std, measured on `batches` global training batches
   (identical on every host) and frozen into its params."""
-  binder = registry.Binder(registry.factory(config, 0, len(loader.space.embodiments), prog.image_size))
-  keys = registry.input_keys(config)
-  stats = jax.jit(lambda params, batch: binder(params).calibrate(batch))
+  stats = jax.jit(lambda params, batch: prog.binder(params).calibrate(batch))
   it = iter(loader.dataset(host_batch, seed=config.seed + 1, prefetch_buffer=0))
   means, sqs, residual_sqs = [], [], []
   for _ in range(batches):
     host = next(it)
-    mean, std, residual = stats(state["params"], pipeline.to_global({k: host[k] for k in keys}, prog.data_sharding))
+    batch = pipeline.to_global({k: host[k] for k in prog.input_keys}, prog.data_sharding)
+    mean, std, residual = stats(state["params"], batch)
     means.append(mean)
     sqs.append(jnp.square(std) + jnp.square(mean))
     residual_sqs.append(jnp.square(residual))
@@ -255,6 +254,7 @@ class Program:
   memory: str  # XLA's memory analysis of the step, per device
   image_size: int
   input_keys: tuple[str, ...]
+  binder: registry.Binder  # pure params -> the model (host-side helpers reuse it)
 
 
 def build_program(config, space, image_size: int, example_window: dict, mesh) -> Program:
@@ -286,7 +286,8 @@ def build_program(config, space, image_size: int, example_window: dict, mesh) ->
                  flops_per_step=metrics_lib.compiled_flops(compiled),
                  num_params=sum(x.size for x in jax.tree.leaves(abstract_ema)),
                  num_trainable=sum(x.size for x, m in zip(jax.tree.leaves(abstract_ema), jax.tree.leaves(mask)) if m),
-                 memory=metrics_lib.describe_memory(compiled), image_size=image_size, input_keys=input_keys)
+                 memory=metrics_lib.describe_memory(compiled), image_size=image_size, input_keys=input_keys,
+                 binder=binder)
 
 
 def _describe_provenance(provenance, entries) -> list[str]:
