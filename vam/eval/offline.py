@@ -9,18 +9,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vam.input import pipeline, windows
+from vam.eval import restore
 from vam.models import policies
 
 
 def action_error(restored, data_dir: str, windows_count: int, batch_size: int, seed: int, sample_steps: int) -> dict:
-  cfg, space = restored.config, restored.space
-  d = cfg.data
-  spec = windows.WindowSpec(context_frames=d.context_frames, future_frames=0, action_horizon=d.action_horizon,
-                            proprio_dim=d.proprio_dim)
-  entries = pipeline.entries_from_config(data_dir, d)
-  loader = pipeline.InputPipeline(entries, spec, space, split="val", camera=d.camera, norm_mode=d.norm_mode)
-  it = iter(loader.dataset(batch_size, seed=seed, shard_index=0, shard_count=1, prefetch_buffer=0))
+  space = restored.space
+  it = restore.heldout_windows(restored, data_dir, batch_size, seed, future_frames=0)
   norm = restored.assets["normalization"]
   scale = np.stack([np.asarray(norm["action_scale"].get(e, np.ones(space.dim)), np.float32) for e in space.embodiments])
 

@@ -16,6 +16,7 @@ from vam import checkpoints
 from vam import config as config_lib
 from vam import embodiment as embodiment_lib
 from vam.eval import defaults
+from vam.input import pipeline, windows
 from vam.models import registry
 
 
@@ -88,3 +89,17 @@ def load(workdir: str, step: int | None = None, overrides=()) -> Restored:
   params = params[checkpoints.EMA]
   return Restored(workdir=os.path.abspath(workdir), step=step, config=config, assets=assets, space=space,
                   model=binder(params), params=params, binder=binder)
+
+
+def heldout_windows(restored: Restored, data_dir: str, batch_size: int, seed: int, future_frames: int | None = None):
+  """Iterator of fixed, deterministic batches of val-split windows shaped as the checkpoint's config says
+  (`future_frames` overrides H_f, e.g. 0 for policies' action error)."""
+  cfg = restored.config
+  d = cfg.data
+  spec = windows.WindowSpec(context_frames=d.context_frames,
+                            future_frames=d.future_frames if future_frames is None else future_frames,
+                            action_horizon=d.action_horizon, proprio_dim=d.proprio_dim,
+                            temporal_factor=registry.temporal_factor(cfg))
+  entries = pipeline.entries_from_config(data_dir, d)
+  loader = pipeline.InputPipeline(entries, spec, restored.space, split="val", camera=d.camera, norm_mode=d.norm_mode)
+  return iter(loader.dataset(batch_size, seed=seed, shard_index=0, shard_count=1, prefetch_buffer=0))

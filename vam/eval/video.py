@@ -22,8 +22,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from vam.input import pipeline, windows
-from vam.models import registry
+from vam.eval import restore
+from vam.input import windows
+from vam.models import registry, video_model
 
 
 def psnr(pred: np.ndarray, real: np.ndarray) -> np.ndarray:
@@ -51,17 +52,6 @@ def _unit(x) -> np.ndarray:
   return x / 255.0 if x.dtype == np.uint8 else np.clip((x.astype(np.float64) + 1.0) / 2.0, 0.0, 1.0)
 
 
-def _loader(restored, data_dir: str, batch_size: int, seed: int):
-  cfg = restored.config
-  d = cfg.data
-  spec = windows.WindowSpec(context_frames=d.context_frames, future_frames=d.future_frames,
-                            action_horizon=d.action_horizon, proprio_dim=d.proprio_dim,
-                            temporal_factor=registry.temporal_factor(cfg))
-  entries = pipeline.entries_from_config(data_dir, d)
-  loader = pipeline.InputPipeline(entries, spec, restored.space, split="val", camera=d.camera, norm_mode=d.norm_mode)
-  return iter(loader.dataset(batch_size, seed=seed, shard_index=0, shard_count=1, prefetch_buffer=0))
-
-
 class _Scores:
   """Per-frame score lists, averaged at the end."""
 
@@ -81,8 +71,7 @@ def evaluate(restored, data_dir: str, out: str, ec) -> dict:
   """Video metrics of one checkpoint (see the module docstring) and its side-by-side videos."""
   name = restored.config.model.name
   bind, params = restored.binder, restored.params
-  pixel_keys = ("images", "future_images", "future_mask", "instruction", "embodiment_id")
-  it = _loader(restored, data_dir, ec.video_batch, ec.seed)
+  it = restore.heldout_windows(restored, data_dir, ec.video_batch, ec.seed)
   scores, videos, clips = _Scores(), [], 0
   taus = (np.arange(ec.tau_buckets) + 0.5) / ec.tau_buckets
   loss_sums = np.zeros(ec.tau_buckets)
@@ -100,7 +89,7 @@ def evaluate(restored, data_dir: str, out: str, ec) -> dict:
       scores.add("reconstruction", recon, _unit(real), np.ones(real.shape[:2], bool))
       sides = [(real, recon)]
     else:
-      batch = {k: jnp.asarray(host[k]) for k in pixel_keys}
+      batch = {k: jnp.asarray(host[k]) for k in video_model.PIXEL_KEYS}
       tf = registry.temporal_factor(restored.config)
       frame_mask = np.repeat(host["future_mask"], tf, axis=1)  # latent-frame mask -> frame mask
       real = _unit(host["future_images"])
