@@ -69,39 +69,54 @@ def write_json(report: dict, path: str) -> None:
 
 
 # ---- videos -----------------------------------------------------------------------------------------------
-def write_video(frames: np.ndarray, path: str, success: bool, caption: str, scale: int = 4, fps: int = 10) -> str:
-  """(T, H, W, 3) uint8 -> MP4 with a green (success) or red (failure) border and a caption."""
-  colour = (40, 200, 60) if success else (220, 40, 40)
+def captioned_mp4(frames, lines_of, path: str, border=(30, 30, 30), pad: int = 0, scale: int = 4,
+                  fps: int = 10) -> str:
+  """(T, H, W, 3) uint8 -> MP4 of the frames upscaled `scale`x on a `border`-coloured canvas with two caption
+  lines under each frame (`lines_of(t) -> (line1, line2)`)."""
   out = []
   for t, frame in enumerate(frames):
     img = Image.fromarray(frame).resize((frame.shape[1] * scale, frame.shape[0] * scale), Image.NEAREST)
-    canvas = Image.new("RGB", (img.width + 8, img.height + 8 + 28), colour)
-    canvas.paste(img, (4, 4))
+    canvas = Image.new("RGB", (img.width + 2 * pad, img.height + 2 * pad + 28), border)
+    canvas.paste(img, (pad, pad))
     draw = ImageDraw.Draw(canvas)
-    draw.text((6, img.height + 8), f"{'SUCCESS' if success else 'FAILURE'}  t={t}", fill=(255, 255, 255))
-    draw.text((6, img.height + 20), caption[:48], fill=(255, 255, 255))
+    first, second = lines_of(t)
+    draw.text((pad + 2, img.height + 2 * pad), first, fill=(255, 255, 255))
+    draw.text((pad + 2, img.height + 2 * pad + 12), second, fill=(220, 220, 220))
     out.append(np.asarray(canvas))
   os.makedirs(os.path.dirname(path), exist_ok=True)
   imageio.mimwrite(path, out, fps=fps, macro_block_size=1)
   return path
 
 
+def write_video(frames: np.ndarray, path: str, success: bool, caption: str, scale: int = 4, fps: int = 10) -> str:
+  """(T, H, W, 3) uint8 -> MP4 with a green (success) or red (failure) border and a caption."""
+  colour = (40, 200, 60) if success else (220, 40, 40)
+  return captioned_mp4(frames, lambda t: (f"{'SUCCESS' if success else 'FAILURE'}  t={t}", caption[:48]), path,
+                       border=colour, pad=4, scale=scale, fps=fps)
+
+
 # ---- HTML -------------------------------------------------------------------------------------------------
+def _svg_line(title: str, pts, x_labels, y_top: float, colour: str, point_label) -> str:
+  """Inline SVG polyline of (x in [0, 1], y in [0, 1]) points, with hover labels and axis ends."""
+  w, h, pad = 480, 200, 40
+  xy = [(pad + (w - 2 * pad) * x, h - pad - (h - 2 * pad) * y) for x, y in pts]
+  line = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)
+  dots = "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3"><title>{point_label(i)}</title></circle>'
+                 for i, (x, y) in enumerate(xy))
+  return (f'<h2>{title}</h2><svg width="{w}" height="{h}" style="border:1px solid #ccc">'
+          f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="2"/>{dots}'
+          f'<text x="{pad}" y="{h - 10}">{x_labels[0]}</text><text x="{w - pad - 60}" y="{h - 10}">{x_labels[1]}</text>'
+          f'<text x="4" y="{pad}">{y_top:.3g}</text><text x="4" y="{h - pad}">0</text></svg>')
+
+
 def _plot(evaluations) -> str:
-  """Inline SVG: mean success versus checkpoint step."""
+  """Mean success versus checkpoint step."""
   pts = [(e["step"], e["means"]["overall"]) for e in evaluations]
   if len(pts) < 2:
     return ""
-  w, h, pad = 480, 200, 40
   s0, s1 = min(p[0] for p in pts), max(p[0] for p in pts)
-  xy = [(pad + (w - 2 * pad) * (s - s0) / max(s1 - s0, 1), h - pad - (h - 2 * pad) * r) for s, r in pts]
-  line = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)
-  dots = "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3"><title>step {s}: {r:.2f}</title></circle>'
-                 for (x, y), (s, r) in zip(xy, pts))
-  return (f'<h2>Mean success versus step</h2><svg width="{w}" height="{h}" style="border:1px solid #ccc">'
-          f'<polyline points="{line}" fill="none" stroke="#36c" stroke-width="2"/>{dots}'
-          f'<text x="{pad}" y="{h - 10}">step {s0}</text><text x="{w - pad - 60}" y="{h - 10}">step {s1}</text>'
-          f'<text x="4" y="{pad}">1.0</text><text x="4" y="{h - pad}">0.0</text></svg>')
+  return _svg_line("Mean success versus step", [((s - s0) / max(s1 - s0, 1), r) for s, r in pts],
+                   (f"step {s0}", f"step {s1}"), 1.0, "#36c", lambda i: f"step {pts[i][0]}: {pts[i][1]:.2f}")
 
 
 def success_table(cells) -> str:
@@ -130,21 +145,14 @@ def video_table(video: dict) -> str:
 
 
 def _video_plot(evaluations) -> str:
-  """Inline SVG: validation flow loss versus tau_v (latest evaluation)."""
+  """Validation flow loss versus tau_v (latest evaluation)."""
   losses = evaluations[-1]["video"].get("loss_by_tau")
   if not losses:
     return ""
   pts = [(float(t), v) for t, v in losses.items()]
-  w, h, pad = 480, 200, 40
   top = max(v for _, v in pts) or 1.0
-  xy = [(pad + (w - 2 * pad) * t, h - pad - (h - 2 * pad) * v / top) for t, v in pts]
-  line = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)
-  dots = "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3"><title>tau {t:.3f}: {v:.4f}</title></circle>'
-                 for (x, y), (t, v) in zip(xy, pts))
-  return (f'<h2>Validation flow loss versus tau_v (fixed noise)</h2><svg width="{w}" height="{h}" '
-          f'style="border:1px solid #ccc"><polyline points="{line}" fill="none" stroke="#c63" stroke-width="2"/>{dots}'
-          f'<text x="{pad}" y="{h - 10}">tau 0</text><text x="{w - pad - 30}" y="{h - 10}">tau 1</text>'
-          f'<text x="4" y="{pad}">{top:.3f}</text><text x="4" y="{h - pad}">0</text></svg>')
+  return _svg_line("Validation flow loss versus tau_v (fixed noise)", [(t, v / top) for t, v in pts],
+                   ("tau 0", "tau 1"), top, "#c63", lambda i: f"tau {pts[i][0]:.3f}: {pts[i][1]:.4f}")
 
 
 def write_html(report: dict, path: str) -> None:

@@ -19,10 +19,9 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from vam.eval import restore
+from vam.eval import report, restore
 from vam.input import windows
 from vam.models import registry, video_model
 
@@ -123,7 +122,6 @@ def evaluate(restored, data_dir: str, out: str, ec) -> dict:
 
 def _side_by_side(host, pair, name: str, step: int, out: str, count: int) -> list[dict]:
   """MP4s: context frames then [real | predicted (or reconstructed)] future frames, captioned."""
-  from vam.eval import report  # pylint: disable=g-import-not-at-top
   real, other = pair
   made = []
   for i in range(min(count, real.shape[0])):
@@ -134,22 +132,6 @@ def _side_by_side(host, pair, name: str, step: int, out: str, count: int) -> lis
     frames += [np.concatenate([a, b], axis=1) for a, b in zip(to_u8(real[i]), to_u8(other[i]))]
     labels = ["context"] * len(ctx) + ["real | " + ("reconstructed" if name == "autoencoder" else "predicted")] * len(real[i])
     path = os.path.join(out, "videos", f"step{step}_clip{i}_{name}.mp4")
-    made.append(dict(path=write_labelled(frames, labels, instruction, path),
+    made.append(dict(path=report.captioned_mp4(np.stack(frames), lambda t: (labels[t], instruction[:64]), path, fps=4),
                      label=f"clip {i}: {instruction} (left real, right {'reconstructed' if name == 'autoencoder' else 'predicted'})"))
   return made
-
-
-def write_labelled(frames, labels, caption: str, path: str, scale: int = 4, fps: int = 4) -> str:
-  import imageio  # pylint: disable=g-import-not-at-top
-  out = []
-  for frame, label in zip(frames, labels):
-    img = Image.fromarray(frame).resize((frame.shape[1] * scale, frame.shape[0] * scale), Image.NEAREST)
-    canvas = Image.new("RGB", (img.width, img.height + 28), (30, 30, 30))
-    canvas.paste(img, (0, 0))
-    draw = ImageDraw.Draw(canvas)
-    draw.text((4, img.height + 2), label, fill=(255, 255, 255))
-    draw.text((4, img.height + 14), caption[:64], fill=(200, 200, 200))
-    out.append(np.asarray(canvas))
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  imageio.mimwrite(path, out, fps=fps, macro_block_size=1)
-  return path
