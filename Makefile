@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 OUT    ?= out/demo
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo data video test test-fast bench clean
+.PHONY: setup demo data stage1 video video-eval test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -19,27 +19,40 @@ $(STAMP): setup.py requirements.lock
 # JAX's persistent compilation cache: later runs skip most XLA compilation.
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.cache/jax
 
-# Builds the quickstart datasets (both, easy mode, with a preview video), trains the image baseline policy
-# on them from scratch (a fresh workdir each time; `python -m vam.train` itself resumes), then evaluates it
-# in closed loop; the last line printed is `report: <path to report.json>`.
+# The whole method on the quickstart datasets, end to end (README: "What make demo does"): datasets ->
+# stage 1 (video autoencoder, stored latents, video model) -> stage 2 (the VAM's action decoder with
+# human <-> robot mutual imitation) -> the image baseline -> closed-loop evaluation of both -> one table.
+# Fresh workdirs each time (`python -m vam.train` itself resumes); the last line is `report: <path>`.
 demo: setup data
-	rm -rf $(OUT)/baseline
+	rm -rf $(OUT)/autoencoder $(OUT)/video $(OUT)/vam $(OUT)/baseline $(OUT)/comparison
+	$(MAKE) --no-print-directory stage1
+	$(BIN)/python -m vam.train --config experiments/mutual_pretrain.py --workdir $(OUT)/vam --config.data_dir=$(OUT)/data \
+	    --config.model.video_workdir=$(OUT)/video
 	$(BIN)/python -m vam.train --config experiments/quickstart.py --workdir $(OUT)/baseline --config.data_dir=$(OUT)/data
-	@echo "datasets: $(OUT)/data   preview: $(OUT)/data/preview.mp4   baseline: $(OUT)/baseline"
+	$(BIN)/python -m vam.eval --workdir $(OUT)/vam
 	$(BIN)/python -m vam.eval --workdir $(OUT)/baseline
+	@echo "datasets: $(OUT)/data   preview: $(OUT)/data/preview.mp4   video model: $(OUT)/video (eval: make video-eval)"
+	$(BIN)/python -m vam.eval.compare --run vam=$(OUT)/vam --run baseline=$(OUT)/baseline --out $(OUT)/comparison
 
 data: setup
 	$(BIN)/python -m vam.data.build --config experiments/datasets.py:quickstart --data_dir $(OUT)/data --overwrite
 
-# Stage 1 on the quickstart datasets: the video autoencoder, its stored latents, the video model, and its
-# evaluation (PSNR/SSIM of predicted future frames vs copying the last frame; side-by-side videos).
-video: setup
+# Stage 1 on the quickstart datasets: the video autoencoder, its stored latents and the video model.
+stage1: setup
 	test -d $(OUT)/data/sim_robot || $(MAKE) data
-	rm -rf $(OUT)/autoencoder $(OUT)/video
 	$(BIN)/python -m vam.train --config experiments/autoencoder.py --workdir $(OUT)/autoencoder --config.data_dir=$(OUT)/data
 	$(BIN)/python -m vam.train.latents --autoencoder $(OUT)/autoencoder --data_dir $(OUT)/data --overwrite
 	$(BIN)/python -m vam.train --config experiments/video_pretrain.py --workdir $(OUT)/video --config.data_dir=$(OUT)/data \
 	    --config.model.autoencoder_workdir=$(OUT)/autoencoder
+
+# Stage 1 from scratch and its evaluation (PSNR/SSIM of predicted future frames vs copying the last frame;
+# side-by-side videos).
+video: setup
+	rm -rf $(OUT)/autoencoder $(OUT)/video
+	$(MAKE) --no-print-directory stage1
+	$(MAKE) --no-print-directory video-eval
+
+video-eval: setup
 	$(BIN)/python -m vam.eval --workdir $(OUT)/video
 
 test: setup

@@ -23,6 +23,18 @@ def data(context_frames: int = 2, future_frames: int = 0, mixture=None) -> ml_co
   return d
 
 
+def mapping(directions=()) -> ml_collections.ConfigDict:
+  """`config.data.mapping`: mutual imitation (vam/embodiment.py `Mapping`); no directions = off."""
+  m = ml_collections.ConfigDict()
+  m.directions = list(directions)  # human_to_robot and/or robot_to_human
+  m.frame_rotation = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]  # R_h, row-major
+  m.frame_offset = [0.0, 0.0, 0.0]
+  m.origin = "absolute"  # the simulated hand shares the robots' world frame; `relative` for human video
+  m.anchor = "grasp"  # grasp | wrist
+  m.ik_iters = 20
+  return m
+
+
 def optimizer(lr: float, warmup_steps: int, ema_decay: float = 0.999, weight_decay: float = 1e-4,
               trainable: str = "") -> ml_collections.ConfigDict:
   o = ml_collections.ConfigDict()

@@ -23,3 +23,26 @@ def tiny_data_dir(tmp_path_factory):
   proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return d
+
+
+def experiment_config(name: str, **overrides):
+  """experiments/<name> (`file.py[:variant]`) with `--config.key=value`-style overrides."""
+  from vam import config as config_lib  # pylint: disable=g-import-not-at-top  (after XLA_FLAGS is set)
+  return config_lib.load(os.path.join(ROOT, "experiments", name), [(k, str(v)) for k, v in overrides.items()])
+
+
+@pytest.fixture(scope="session")
+def stage1(tiny_data_dir, tmp_path_factory):
+  """A tiny trained autoencoder, its stored latents, and a tiny video model trained on them (shared by the
+  stage-1 and stage-2 tests)."""
+  from vam.train import latents as latents_tool  # pylint: disable=g-import-not-at-top
+  from vam.train import train as train_lib  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp("stage1")
+  ae = str(root / "ae")
+  train_lib.train(experiment_config("autoencoder.py:tiny", data_dir=tiny_data_dir, total_steps=10), ae)
+  assert latents_tool.main(["--autoencoder", ae, "--data_dir", tiny_data_dir, "--batch", "16"]) == 0
+  video = str(root / "video")
+  result = train_lib.train(experiment_config("video_pretrain.py:tiny", data_dir=tiny_data_dir, **{
+      "model.autoencoder_workdir": ae, "data.use_latents": True, "total_steps": 10,
+      "data.embodiments": ["human_hand", "arm6"]}), video)  # the tiny robot data has arm6 only
+  return dict(ae=ae, video=video, data=tiny_data_dir, result=result, root=root)

@@ -26,19 +26,6 @@ def _config(name, **overrides):
   return config_lib.load(os.path.join(EXP, name), [(k, str(v)) for k, v in overrides.items()])
 
 
-@pytest.fixture(scope="module")
-def stage1(tiny_data_dir, tmp_path_factory):
-  """A tiny trained autoencoder, its stored latents, and a tiny video model trained on them."""
-  root = tmp_path_factory.mktemp("stage1")
-  ae = str(root / "ae")
-  train_lib.train(_config("autoencoder.py:tiny", data_dir=tiny_data_dir, total_steps=10), ae)
-  assert latents_tool.main(["--autoencoder", ae, "--data_dir", tiny_data_dir, "--batch", "16"]) == 0
-  video = str(root / "video")
-  result = train_lib.train(_config("video_pretrain.py:tiny", data_dir=tiny_data_dir, **{
-      "model.autoencoder_workdir": ae, "data.use_latents": True, "total_steps": 10}), video)
-  return dict(ae=ae, video=video, data=tiny_data_dir, result=result, root=root)
-
-
 @pytest.mark.slow
 def test_stored_latents_match_the_autoencoder(stage1):
   params, _, _ = checkpoints.restore_params(stage1["ae"])

@@ -20,6 +20,7 @@ def get(**overrides) -> ml_collections.ConfigDict:
   c.videos_per_task = 2  # rollout videos per embodiment and task (a success and a failure when there are both)
   c.offline_windows = 256  # held-out windows for the offline action error (0: skip)
   c.offline_batch = 64
+  c.tau_v_values = [1.0]  # video-action models: offline action error at each of these inference tau_v
   # Video models (autoencoder, video DiT): held-out (val split) clips.
   c.video_clips = 64  # clips for PSNR/SSIM of predicted (or reconstructed) future frames
   c.video_batch = 16

@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from vam import embodiment as embodiment_lib
+from vam.data import stats as stats_lib
 from vam.input import latents as latents_lib
 from vam.input import normalize, sources, windows
 
@@ -26,13 +27,20 @@ class WindowSource:
   """grain random-access source: index i -> one training window (plus its provenance)."""
 
   def __init__(self, episodes: sources.EpisodeSource, spec: windows.WindowSpec, space, normalizer, dataset_id: int,
-               cache_mb: float = 256):
+               cache_mb: float = 256, mapping: embodiment_lib.Mapping | None = None, only_embodiments=(),
+               max_episodes: int = 0):
+    """`only_embodiments` (empty: all) and `max_episodes` (0: all; the first ones, in dataset order) select
+    episodes, e.g. N demos of one robot for fine-tuning."""
     self.episodes, self.spec, self.space, self.normalizer, self.dataset_id = episodes, spec, space, normalizer, dataset_id
+    self.mapping = mapping
     self.cache_bytes, self._cached_bytes = cache_mb * 2 ** 20, 0
+    keep = [e for e in range(len(episodes)) if not only_embodiments or episodes.embodiment[e] in only_embodiments]
+    keep = keep[:max_episodes] if max_episodes > 0 else keep
     # Every step that has at least one future pose to predict (t <= T - 2).
-    self.index = np.array([(e, t) for e, T in enumerate(episodes.lengths) for t in range(max(T - 1, 0))], np.int64)
+    self.index = np.array([(e, t) for e in keep for t in range(max(episodes.lengths[e] - 1, 0))], np.int64)
     if not len(self.index):
-      raise ValueError(f"dataset {episodes.dir} split {episodes.split}: no episode has two or more steps")
+      raise ValueError(f"dataset {episodes.dir} split {episodes.split}: no selected episode has two or more steps "
+                       f"(embodiments {list(only_embodiments) or 'all'}, max_episodes {max_episodes or 'all'})")
     self._cache = collections.OrderedDict()
 
   def __len__(self):
@@ -44,6 +52,9 @@ class WindowSource:
       self._cache.move_to_end(e)
       return self._cache[e]
     ep = self.episodes.episode(e)
+    # Mutual imitation: the other embodiments' mapped trajectories (IK included) are computed once per
+    # decoded episode, beside it in the cache.
+    ep["mapped"] = embodiment_lib.map_episode(ep, self.space, self.mapping)
     self._cache[e] = ep
     self._cached_bytes += _nbytes(ep)
     while self._cached_bytes > self.cache_bytes and len(self._cache) > 1:
@@ -58,7 +69,8 @@ class WindowSource:
 
 
 def _nbytes(episode: dict) -> int:
-  return sum(v.nbytes for v in episode.values() if isinstance(v, np.ndarray))
+  return sum(v.nbytes if isinstance(v, np.ndarray) else _nbytes(v) for v in episode.values()
+             if isinstance(v, (np.ndarray, dict)))
 
 
 @dataclasses.dataclass
@@ -80,15 +92,20 @@ def entries_from_config(data_dir: str, data_config) -> list[DatasetEntry]:
     out.append(DatasetEntry(name, path, float(weight)))
   if not any(e.weight > 0 for e in out):
     raise ValueError("config.data.mixture: at least one dataset needs a positive weight")
-  return [e for e in out if e.weight > 0]
+  return out  # weight 0: never sampled, but its normalisation statistics are used (e.g. for mapped slots)
 
 
 class InputPipeline:
   """Opens the datasets of a mixture, builds the normaliser from their stored statistics."""
 
   def __init__(self, entries, spec: windows.WindowSpec, space: embodiment_lib.ActionSpace, split="train",
-               camera="front", norm_mode="quantile", cache_mb: float = 256, latents: str | None = None):
-    """`latents`: the fingerprint of the autoencoder whose precomputed latents windows should carry."""
+               camera="front", norm_mode="quantile", cache_mb: float = 256, latents: str | None = None,
+               mapping: embodiment_lib.Mapping | None = None, only_embodiments=(), max_episodes: int = 0):
+    """`latents`: the fingerprint of the autoencoder whose precomputed latents windows should carry;
+    `mapping`: mutual imitation (windows also carry the other embodiments' mapped action slots). Entries of
+    weight 0 only contribute normalisation statistics."""
+    stats_only = [e for e in entries if e.weight <= 0]
+    entries = [e for e in entries if e.weight > 0]
     self.entries, self.spec, self.space, self.split = entries, spec, space, split
     self.episodes = [sources.EpisodeSource(e.path, split, camera,
                                            latents_lib.directory(e.path, camera, latents) if latents else None)
@@ -98,10 +115,17 @@ class InputPipeline:
       if unknown:
         raise ValueError(f"dataset {e.path}: embodiments {sorted(unknown)} are not in the action space "
                          f"{list(space.embodiments)}")
-    self.stats = normalize.merge_stats(*[s.stats for s in self.episodes])
+    self.stats = normalize.merge_stats(*[s.stats for s in self.episodes],
+                                       *[stats_lib.read(e.path) for e in stats_only])
     self.normalizer = normalize.Normalizer(self.stats, space, spec.proprio_dim, norm_mode)
+    if mapping is not None:
+      missing = [n for n in space.embodiments if n not in self.normalizer.action_offset]
+      if missing:
+        raise ValueError(f"config.data.mapping maps into {missing}, which no dataset of config.data.mixture has "
+                         "statistics for: list a dataset with them at weight 0")
     # The cache budget is per dataset and per worker process.
-    self.sources = [WindowSource(s, spec, space, self.normalizer, i, cache_mb) for i, s in enumerate(self.episodes)]
+    self.sources = [WindowSource(s, spec, space, self.normalizer, i, cache_mb, mapping, tuple(only_embodiments),
+                                 max_episodes) for i, s in enumerate(self.episodes)]
 
   def dataset(self, batch_size: int, seed: int = 0, shard_index: int | None = None, shard_count: int | None = None,
               workers: int = 0, prefetch_buffer: int = 2) -> grain.IterDataset:

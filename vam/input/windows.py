@@ -11,6 +11,8 @@ model's autoencoder; 1 otherwise):
   proprio         (P,)            normalised native state at t, zero-padded to P
   actions         (H_a, A)        normalised unified chunk: pose targets t+1..t+H_a relative to t, native
                                   actions t..t+H_a-1; `action_mask` (H_a, A) = valid slot dims x valid steps
+                                  (the episode's own slots and, with mutual imitation, the mapped slots of
+                                  the other embodiments: `mapped_mask` (H_a, A) marks those)
 Steps past the episode end repeat the last valid target and are masked out.
 """
 
@@ -42,24 +44,30 @@ def decode_instruction(codes: np.ndarray) -> str:
   return bytes(np.asarray(codes, np.uint8)).rstrip(b"\0").decode("utf-8", errors="replace")
 
 
-def unified_chunk(ep: dict, t: int, horizon: int, space: embodiment_lib.ActionSpace):
-  """Raw (un-normalised) unified action chunk (H_a, A) and its validity mask (H_a, A)."""
-  name, T = ep["embodiment"], len(ep["action"])
+def unified_chunk(ep: dict, t: int, horizon: int, space: embodiment_lib.ActionSpace, views=None):
+  """Raw (un-normalised) unified action chunk (H_a, A), its validity mask (H_a, A) and the mask of the mapped
+  slots (H_a, A). `views` {embodiment: {eef, action, hand_keypoints}}: other embodiments' mapped
+  trajectories of this episode (`embodiment.map_episode`), filled into their slots like the episode's own."""
+  T = len(ep["action"])
   ks = np.arange(horizon)
   valid_t = t + 1 + ks <= T - 1  # the pose reached after action t+k must exist
   nxt = np.minimum(t + 1 + ks, T - 1)
   act = np.minimum(t + ks, T - 1)
   chunk = np.zeros((horizon, space.dim), np.float32)
-  for slot in space.own_slots(name):
-    if slot.kind == "hand":
-      chunk[:, slot.slice] = embodiment_lib.relative_hand(ep["hand_keypoints"][t], ep["hand_keypoints"][nxt])
-    elif slot.kind == "eef":
-      rel = embodiment_lib.relative_pose(ep["eef"][t], ep["eef"][nxt])
-      chunk[:, slot.slice] = np.concatenate([rel, ep["action"][act, -1:]], axis=-1)
-    else:
-      chunk[:, slot.slice] = ep["action"][act]
-  mask = valid_t[:, None] & space.embodiment_mask(name)[None, :]
-  return chunk, mask
+  mapped = np.zeros(space.dim, bool)
+  for name, view in [(ep["embodiment"], ep)] + list((views or {}).items()):
+    for slot in space.own_slots(name):
+      if slot.kind == "hand":
+        chunk[:, slot.slice] = embodiment_lib.relative_hand(view["hand_keypoints"][t], view["hand_keypoints"][nxt])
+      elif slot.kind == "eef":
+        rel = embodiment_lib.relative_pose(view["eef"][t], view["eef"][nxt])
+        chunk[:, slot.slice] = np.concatenate([rel, view["action"][act, -1:]], axis=-1)
+      else:
+        chunk[:, slot.slice] = view["action"][act]
+    if view is not ep:
+      mapped |= space.embodiment_mask(name)
+  own = space.embodiment_mask(ep["embodiment"])
+  return chunk, valid_t[:, None] & (own | mapped)[None, :], valid_t[:, None] & mapped[None, :]
 
 
 def make_window(ep: dict, t: int, spec: WindowSpec, space, normalizer) -> dict:
@@ -68,8 +76,12 @@ def make_window(ep: dict, t: int, spec: WindowSpec, space, normalizer) -> dict:
   fut = t + 1 + np.arange(spec.future_frames * tf)
   ctx_ends = t - (spec.context_frames - 1 - np.arange(spec.context_frames)) * tf  # last step of each group
   fut_ends = t + (1 + np.arange(spec.future_frames)) * tf
-  chunk, mask = unified_chunk(ep, t, spec.action_horizon, space)
+  views = ep.get("mapped", {})
+  chunk, mask, mapped_mask = unified_chunk(ep, t, spec.action_horizon, space, views)
   name = ep["embodiment"]
+  normalized = normalizer.normalize_actions(name, chunk)
+  for other in views:  # mapped slots take their own embodiment's statistics
+    normalized = np.where(space.embodiment_mask(other), normalizer.normalize_actions(other, chunk), normalized)
   out = {}
   if "latents" in ep:
     out.update(context_latents=ep["latents"][np.clip(ctx_ends, 0, T - 1)],
@@ -81,8 +93,9 @@ def make_window(ep: dict, t: int, spec: WindowSpec, space, normalizer) -> dict:
       future_images=ep["images"][np.clip(fut, 0, T - 1)],
       future_mask=fut_ends <= T - 1,
       proprio=normalizer.normalize_state(name, ep["state"][t]),
-      actions=np.where(mask, normalizer.normalize_actions(name, chunk), 0.0).astype(np.float32),
+      actions=np.where(mask, normalized, 0.0).astype(np.float32),
       action_mask=mask,
+      mapped_mask=mapped_mask,
       embodiment_id=np.int32(space.embodiments.index(name)),
       instruction=encode_instruction(ep["instruction"]),
   )

@@ -8,11 +8,13 @@ Every model has `loss(batch, rng) -> (loss, metrics)`; parameters travel as pure
 import functools
 
 import jax
+import ml_collections
 from flax import nnx
 
-from vam.models import autoencoder, policies, text, video_dit, video_model
+from vam.models import action_decoder, autoencoder, policies, text, vam, video_dit, video_model
 
-MODELS = ("image_baseline", "autoencoder", "video_dit")
+MODELS = ("image_baseline", "autoencoder", "video_dit", "vam")
+POLICIES = ("image_baseline", "vam")  # models with sample(batch, rng, num_steps) -> action chunk
 
 
 def check_name(config) -> str:
@@ -26,13 +28,23 @@ def autoencoder_config(model_cfg) -> autoencoder.AutoencoderConfig:
   return autoencoder.AutoencoderConfig(**dict(model_cfg.autoencoder))
 
 
+def video_section(config):
+  """The part of a config that describes its video model: the config itself for `video_dit`, and for `vam`
+  the stage-1 run's model section (`config.model.video`, adopted from `config.model.video_workdir`)."""
+  if check_name(config) != "vam":
+    return config
+  return ml_collections.ConfigDict(dict(model=config.model.video.to_dict(), data=config.data.to_dict()))
+
+
 def temporal_factor(config) -> int:
   """Frames per latent frame of the config's autoencoder (1 for models without one)."""
-  return autoencoder_config(config.model).temporal_factor if check_name(config) != "image_baseline" else 1
+  if check_name(config) == "image_baseline":
+    return 1
+  return autoencoder_config(video_section(config).model).temporal_factor
 
 
 def video_config(config, image_size: int, num_embodiments: int) -> video_model.VideoModelConfig:
-  m, d = config.model, config.data
+  m, d = video_section(config).model, config.data
   ae = autoencoder_config(m)
   if image_size % ae.spatial_factor:
     raise ValueError(f"image size {image_size} is not divisible by the autoencoder's spatial factor "
@@ -55,7 +67,17 @@ def factory(config, action_dim: int, num_embodiments: int, image_size: int):
     return policies.factory(config, action_dim, num_embodiments, image_size)
   if name == "autoencoder":
     return functools.partial(autoencoder.VideoAutoencoder, autoencoder_config(config.model))
-  return functools.partial(video_model.VideoModel, video_config(config, image_size, num_embodiments))
+  video = video_config(config, image_size, num_embodiments)
+  if name == "video_dit":
+    return functools.partial(video_model.VideoModel, video)
+  m, d = config.model, config.data
+  dec = action_decoder.DecoderConfig(**dict(m.decoder), action_dim=action_dim, proprio_dim=d.proprio_dim,
+                                     horizon=d.action_horizon, cond_dim=video.dit.width)
+  cfg = vam.VamConfig(video=video, decoder=dec, layer=m.layer, tau_v_sampler=m.tau_v_sampler,
+                      proprio_dropout=m.proprio_dropout, action_time_sampler=m.action_time_sampler,
+                      sample_steps=m.sample_steps, tau_v=m.tau_v, video_steps=m.video_steps,
+                      mapped_weight=m.mapped_weight)
+  return functools.partial(vam.VideoActionModel, cfg)
 
 
 def input_keys(config) -> tuple[str, ...]:
@@ -65,12 +87,13 @@ def input_keys(config) -> tuple[str, ...]:
     return policies.INPUT_KEYS
   if name == "autoencoder":
     return ("images",)
-  return video_model.LATENT_KEYS if config.data.get("use_latents", False) else video_model.PIXEL_KEYS
+  video_keys = video_model.LATENT_KEYS if config.data.get("use_latents", False) else video_model.PIXEL_KEYS
+  return video_keys + (vam.ACTION_KEYS if name == "vam" else ())
 
 
 def frozen_pattern(config) -> str | None:
   """Regex over '/'-joined parameter paths that the optimizer must not update (None: train everything)."""
-  return video_model.FROZEN if check_name(config) == "video_dit" else None
+  return {"video_dit": video_model.FROZEN, "vam": vam.FROZEN}.get(check_name(config))
 
 
 class Binder:

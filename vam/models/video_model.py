@@ -156,14 +156,32 @@ class VideoModel(nnx.Module):
     return jnp.sum(err * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1)
 
   def hidden_states(self, batch, tau_v, layer: int, rng):
-    """Hidden states after DiT block `layer` (B, N, D) with the future latents noised to tau_v (B,) --
-    from the ground-truth future (teacher forcing) when the batch has it, else from pure noise (tau_v = 1)."""
+    """Hidden states after DiT block `layer` (B, N, D) with the ground-truth future latents noised to tau_v (B,)
+    (teacher forcing: how stage 2 trains)."""
     context, future = self.latents(batch)
     x0 = self.to_flow(context, future)
     eps = jax.random.normal(rng, x0.shape, x0.dtype)
     words, word_mask = self.condition(batch)
     return self.dit(context, flow.interpolate(x0, eps, tau_v), tau_v, words, word_mask,
                     batch["embodiment_id"], layer=layer)
+
+  def context_latents(self, batch):
+    """Standardised context latents (B, H_o, h, w, C) from stored latents or the context frames."""
+    return self.standardise(batch["context_latents"]) if "context_latents" in batch else self.encode(batch["images"])
+
+  def imagined_hidden_states(self, batch, rng, tau_v: float, layer: int, num_steps: int):
+    """Inference (METHOD.md): the future is unknown, so it starts as noise at tau = 1 and is integrated down
+    to `tau_v` with `num_steps` Euler steps (tau_v = 1: none, a single forward pass); returns the hidden
+    states after block `layer` (B, N, D) at that point."""
+    context = self.context_latents(batch)
+    words, word_mask = self.condition(batch)
+    b, (h, w), c = context.shape[0], self.cfg.dit.latent_size, self.cfg.dit.latent_channels
+    x = jax.random.normal(rng, (b, self.cfg.future_frames, h, w, c), context.dtype)
+    if tau_v < 1.0:
+      velocity = lambda x, tau: self.velocity(context, x, tau, words, word_mask, batch["embodiment_id"])
+      x = flow.euler(velocity, x, max(1, num_steps), tau_end=tau_v)
+    tau = jnp.full((b,), tau_v, context.dtype)
+    return self.dit(context, x, tau, words, word_mask, batch["embodiment_id"], layer=layer)
 
   def sample(self, batch, rng, num_steps: int | None = None, tau_stop: float = 0.0):
     """Standardised future latents (B, H_f, h, w, C): Euler integration of the flow from noise at tau = 1 down

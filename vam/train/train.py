@@ -60,7 +60,10 @@ def make_inputs(config, latents: str | None = None):
                             temporal_factor=registry.temporal_factor(config))
   entries = pipeline.entries_from_config(config.data_dir, d)
   loader = pipeline.InputPipeline(entries, spec, space, split=d.split, camera=d.camera, norm_mode=d.norm_mode,
-                                  cache_mb=d.cache_mb, latents=latents)
+                                  cache_mb=d.cache_mb, latents=latents,
+                                  mapping=embodiment_lib.Mapping.from_config(d.get("mapping")),
+                                  only_embodiments=tuple(d.get("only_embodiments", ())),
+                                  max_episodes=d.get("max_episodes", 0))
   return space, spec, loader
 
 
@@ -92,7 +95,8 @@ def resolve_pretrained(config) -> Pretrained:
   - `config.init_from` (a workdir, optionally `config.init_from_step`): every parameter of that model is
     loaded; its `model` config is adopted except FINETUNE_KEEPS (e.g. the LoRA rank of a fine-tune).
   - otherwise a video model loads its frozen autoencoder from `config.model.autoencoder_workdir` and adopts
-    that run's `model.autoencoder` sizes."""
+    that run's `model.autoencoder` sizes, and a video-action model loads its frozen video model from
+    `config.model.video_workdir`, adopting that run's model (`model.video`), its H_o / H_f and embodiments."""
   params, sources, fp = {}, {}, None
   init_from = config.get("init_from", "")
   if init_from:
@@ -108,9 +112,25 @@ def resolve_pretrained(config) -> Pretrained:
         if leaf in node_from:
           node_to[leaf] = node_from[leaf]
       config.model = saved
+    _adopt_data_shape(config, assets["config"]["data"], init_from)
     params[""], sources[""] = p, f"{os.path.abspath(init_from)}@{step}"
     if "autoencoder" in p:
       fp = checkpoints.fingerprint(p["autoencoder"])
+  elif config.model.name == "vam":
+    workdir = config.model.get("video_workdir", "")
+    if not workdir:
+      raise ValueError("config.model.video_workdir is empty: the video-action model needs a trained video model "
+                       "(python -m vam.train --config experiments/video_pretrain.py --workdir W)")
+    p, assets, step = checkpoints.restore_params(workdir, config.model.get("video_step") or None)
+    saved = assets["config"]
+    if saved["model"].get("name") != "video_dit":
+      raise ValueError(f"config.model.video_workdir={workdir!r} holds a {saved['model'].get('name')!r} model, "
+                       "not a video model (video_dit)")
+    with config.unlocked():
+      config.model.video = saved["model"]
+    _adopt_data_shape(config, saved["data"], workdir)
+    params["video"], sources["video"] = p, f"{os.path.abspath(workdir)}@{step}"
+    fp = checkpoints.fingerprint(p["autoencoder"])
   elif config.model.name == "video_dit":
     workdir = config.model.get("autoencoder_workdir", "")
     if not workdir:
@@ -128,6 +148,18 @@ def resolve_pretrained(config) -> Pretrained:
     params["autoencoder"], sources["autoencoder"] = p, f"{os.path.abspath(workdir)}@{step}"
     fp = checkpoints.fingerprint(p)
   return Pretrained(params, sources, fp)
+
+
+DATA_SHAPE_KEYS = ("context_frames", "future_frames", "embodiments")  # fixed by a pretrained model's params
+
+
+def _adopt_data_shape(config, saved_data: dict, source: str) -> None:
+  """A pretrained model fixes its frames (H_o, H_f) and embodiment ids: take them from its run's config."""
+  with config.unlocked():
+    for key in DATA_SHAPE_KEYS:
+      if key in saved_data and config.data[key] != saved_data[key]:
+        logging.info("config.data.%s set to %s from %s", key, saved_data[key], source)
+        config.data[key] = saved_data[key]
 
 
 def _merge(target, source, where: str):

@@ -61,10 +61,7 @@ class Arm6(base.Embodiment):
     mount = m.body_pos[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, self.p("base"))]
     target = mount + np.array([0.3, 0.0, 0.25])
     # IK only over the six arm joints: bind a temporary view with the arm's indices.
-    view = dataclasses.replace(self)
-    view.jnt_ids, view.qpos_adr, view.dof_adr = self.jnt_ids[:6], self.qpos_adr[:6], self.dof_adr[:6]
-    view.eef_site = self.eef_site
-    q = base.solve_home(m, view, target, self.down_frame, [0, 0.5, 1.6, 0, 1.0, 0])
+    q = base.solve_home(m, self.chain(6), target, self.down_frame, [0, 0.5, 1.6, 0, 1.0, 0])
     return np.concatenate([q, [_OPENING, _OPENING]])
 
   def gripper_opening(self, d):

@@ -56,6 +56,14 @@ class Embodiment:
     self.ctrl_high = np.array(m.actuator_ctrlrange[self.act_ids, 1])
     self.home = self.home_qpos(m)
 
+  def chain(self, n: int) -> "Embodiment":
+    """A bound copy restricted to the first `n` joints (e.g. the arm without its fingers), for IK."""
+    view = dataclasses.replace(self)
+    view.__dict__.update({k: v for k, v in self.__dict__.items()})
+    view.jnt_ids, view.qpos_adr, view.dof_adr, view.jnt_type = (self.jnt_ids[:n], self.qpos_adr[:n],
+                                                                self.dof_adr[:n], self.jnt_type[:n])
+    return view
+
   def joint_names(self) -> list[str]:
     raise NotImplementedError
 
@@ -163,24 +171,46 @@ def add_position_actuator(spec, name, joint, ctrlrange, kp, force=None):
                     gaintype=mujoco.mjtGain.mjGAIN_FIXED, biastype=mujoco.mjtBias.mjBIAS_AFFINE, **kw)
 
 
-def solve_home(m: mujoco.MjModel, emb: Embodiment, target_pos, target_mat, q_init, iters=200):
-  """Host-side IK (native MuJoCo, build time only) for the embodiment's home configuration."""
-  d = mujoco.MjData(m)
+def solve_ik(m: mujoco.MjModel, emb: Embodiment, target_pos, target_mat, q_init, iters=200, data=None,
+             q_rest=None, rest_weight: float = 0.0):
+  """Host-side IK (native MuJoCo): joint positions of `emb`'s joints putting its end-effector site at
+  target_pos (3,) with rotation target_mat (3, 3); damped least squares from q_init, clipped to the ranges.
+  `rest_weight` > 0 adds a secondary task pulling the joints towards `q_rest`: redundant or singular
+  directions (e.g. two aligned wrist axes) then stay at the rest posture instead of drifting."""
+  d = mujoco.MjData(m) if data is None else data
   q = np.array(q_init, float)
+  lo, hi = m.jnt_range[emb.jnt_ids].T
+  jacp, jacr = np.zeros((3, m.nv)), np.zeros((3, m.nv))
   for _ in range(iters):
     d.qpos[emb.qpos_adr] = q
     mujoco.mj_kinematics(m, d)
     mujoco.mj_comPos(m, d)
-    jacp, jacr = np.zeros((3, m.nv)), np.zeros((3, m.nv))
     mujoco.mj_jacSite(m, d, jacp, jacr, emb.eef_site)
     jac = np.concatenate([jacp, jacr])[:, emb.dof_adr]
     cur = d.site_xmat[emb.eef_site].reshape(3, 3)
     err = np.concatenate([target_pos - d.site_xpos[emb.eef_site],
                           0.5 * np.sum(np.cross(cur.T, np.asarray(target_mat).T), axis=0)])
-    dq = jac.T @ np.linalg.solve(jac @ jac.T + 1e-3 * np.eye(6), err)
-    q = q + dq * min(1.0, 0.2 / (np.abs(dq).max() + 1e-9))
-    lo, hi = m.jnt_range[emb.jnt_ids].T
-    q = np.clip(q, lo, hi)
-  if np.linalg.norm(err[:3]) > 5e-3:
-    raise RuntimeError(f"{emb.name}: home pose unreachable (residual {np.linalg.norm(err[:3]):.3f} m)")
+    if rest_weight > 0:
+      w = np.sqrt(rest_weight)
+      jac = np.concatenate([jac, w * np.eye(len(q))])
+      err = np.concatenate([err, w * (np.asarray(q_rest) - q)])
+    dq = jac.T @ np.linalg.solve(jac @ jac.T + 1e-3 * np.eye(len(err)), err)
+    q = np.clip(q + dq * min(1.0, 0.2 / (np.abs(dq).max() + 1e-9)), lo, hi)
+  return q
+
+
+def site_position(m: mujoco.MjModel, emb: Embodiment, q, data=None) -> np.ndarray:
+  """Forward kinematics (host): the end-effector site position (3,) at joint positions q of `emb`'s joints."""
+  d = mujoco.MjData(m) if data is None else data
+  d.qpos[emb.qpos_adr] = q
+  mujoco.mj_kinematics(m, d)
+  return d.site_xpos[emb.eef_site].copy()
+
+
+def solve_home(m: mujoco.MjModel, emb: Embodiment, target_pos, target_mat, q_init, iters=200):
+  """Host-side IK (build time only) for the embodiment's home configuration."""
+  q = solve_ik(m, emb, target_pos, target_mat, q_init, iters)
+  residual = np.linalg.norm(site_position(m, emb, q) - np.asarray(target_pos))
+  if residual > 5e-3:
+    raise RuntimeError(f"{emb.name}: home pose unreachable (residual {residual:.3f} m)")
   return q

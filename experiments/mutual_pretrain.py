@@ -1,0 +1,64 @@
+"""Stage 2 of METHOD.md with mutual imitation: the action decoder (inverse-dynamics model) on the frozen
+video model's layer-k hidden states, pretrained on simulated robot and human data together, each sample
+carrying its own action slots and the mapped slots of the other embodiment.
+
+    python -m vam.train --config experiments/mutual_pretrain.py --workdir out/demo/vam
+    python -m vam.train --config experiments/mutual_pretrain.py:human_only ...   # an ablation
+    python -m vam.eval --workdir out/demo/vam      # closed loop like the baseline, + action error by tau_v
+
+The video model comes frozen from `model.video_workdir` (experiments/video_pretrain.py): its model config
+and H_o / H_f are adopted from that run. Teacher forcing: the ground-truth future latents are noised to
+tau_v ~ `model.tau_v_sampler`, independent of the action time tau_a.
+
+Variants: `both` (default: human <-> robot in both directions), the ablations of METHOD.md `human_to_robot`
+(only human data mapped onto the robots), `human_only` (human data only, mapped onto the robots; robot data
+supplies normalisation statistics only), `no_mapping` (both datasets, own slots only), and `tiny` (tests).
+`scratch` (no pretraining) is experiments/finetune.py with an empty `init_from`.
+"""
+
+import ml_collections
+
+import common
+
+from vam import embodiment
+from vam.eval import defaults as eval_defaults
+
+VARIANTS = ("both", "human_to_robot", "human_only", "no_mapping", "tiny")
+
+
+def get_config(variant=None):
+  variant = variant or "both"
+  if variant not in VARIANTS:
+    raise ValueError(f"experiments/mutual_pretrain.py: unknown variant {variant!r}; valid variants: {list(VARIANTS)}")
+  tiny = variant == "tiny"
+  c = ml_collections.ConfigDict()
+  c.variant = variant
+  common.run(c, total_steps=10 if tiny else 600, batch_size=8 if tiny else 32, log_every=5 if tiny else 25,
+             checkpoint_every=10 if tiny else 300)
+  mixture = {"sim_robot": 0.0, "sim_human": 1.0} if variant == "human_only" else None
+  c.data = common.data(context_frames=2, future_frames=2, mixture=mixture)  # H_o, H_f: from the video run
+  c.data.use_latents = not tiny  # needs `python -m vam.train.latents` for the video run's autoencoder
+  directions = dict(both=list(embodiment.DIRECTIONS), tiny=list(embodiment.DIRECTIONS),
+                    human_to_robot=["human_to_robot"], human_only=["human_to_robot"], no_mapping=[])[variant]
+  c.data.mapping = common.mapping(directions)
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "vam"
+  c.model.video_workdir = "out/demo/video"  # trained by experiments/video_pretrain.py; frozen here
+  c.model.video_step = 0  # 0: its newest checkpoint
+  c.model.video = ml_collections.ConfigDict()  # adopted from the video run at start
+  c.model.layer = 2 if tiny else 3  # k (METHOD.md: ~2/3 of the depth; the quickstart DiT has 4 blocks)
+  c.model.decoder = dict(width=32 if tiny else 128, depth=1 if tiny else 3, heads=2 if tiny else 4, mlp_ratio=4,
+                         time_dim=32 if tiny else 128, bilinear_rank=4 if tiny else 16)
+  c.model.tau_v_sampler = "uniform"
+  c.model.proprio_dropout = 0.2
+  c.model.action_time_sampler = "sqrt"
+  c.model.sample_steps = 10  # action Euler steps at inference
+  c.model.tau_v = 1.0  # inference: 1 = a single forward of the first k blocks on pure-noise future latents
+  c.model.video_steps = 4  # video Euler steps from 1 down to tau_v when tau_v < 1
+  c.model.mapped_weight = 1.0  # loss = own-action loss + mapped_weight * mapped-action loss
+
+  c.optimizer = common.optimizer(lr=1e-3 if tiny else 3e-4, warmup_steps=5 if tiny else 100)
+  c.eval = eval_defaults.get(modes=["easy", "hard"], splits=["train"], episodes=8, num_envs=32,
+                             tau_v_values=[0.0, 0.25, 0.5, 0.75, 1.0])
+  return c

@@ -1,0 +1,101 @@
+"""`python -m vam.eval.compare --run NAME=WORKDIR ... --out DIR`: one table comparing the newest evaluation of
+several runs (e.g. the VAM against the image baseline), per task and mode (easy/hard), plus each run's offline
+action error (and, for a VAM, its error as a function of the inference tau_v). Reads the runs'
+`eval/report.json` (written by `python -m vam.eval`); writes `DIR/comparison.json` and `.md`, prints the
+table and, last, `report: <path of comparison.json>`.
+"""
+
+import json
+import os
+import sys
+
+from absl import app, flags
+
+flags.DEFINE_multi_string("run", [], "NAME=WORKDIR of an evaluated run (in table order)")
+flags.DEFINE_string("out", None, "where comparison.json/.md go")
+FLAGS = flags.FLAGS
+
+
+def newest_evaluation(workdir: str) -> dict:
+  path = os.path.join(workdir, "eval", "report.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} does not exist: evaluate the run first (python -m vam.eval --workdir {workdir})")
+  with open(path) as f:
+    evaluations = json.load(f).get("evaluations", [])
+  if not evaluations or "cells" not in evaluations[-1]:
+    raise ValueError(f"{path} has no closed-loop evaluation (is {workdir} a policy's workdir?)")
+  return evaluations[-1]
+
+
+def rates(evaluation: dict) -> dict:
+  """{(task, mode): (successes, episodes)} summed over embodiments and splits."""
+  out = {}
+  for c in evaluation["cells"]:
+    k, n = out.get((c["task"], c["mode"]), (0, 0))
+    out[(c["task"], c["mode"])] = (k + c["successes"], n + c["episodes"])
+  return out
+
+
+def compare(runs: dict) -> dict:
+  """{name: workdir} -> the comparison (JSON-able)."""
+  evals = {name: newest_evaluation(w) for name, w in runs.items()}
+  per_run = {name: rates(e) for name, e in evals.items()}
+  keys = list(dict.fromkeys(k for r in per_run.values() for k in r))
+  tasks, modes = list(dict.fromkeys(t for t, _ in keys)), list(dict.fromkeys(m for _, m in keys))
+  table = {name: {f"{t}/{m}": (r[(t, m)][0] / r[(t, m)][1] if (t, m) in r else None) for t in tasks for m in modes}
+           for name, r in per_run.items()}
+  for name, e in evals.items():
+    table[name]["mean"] = e["means"]["overall"]
+  return dict(runs={n: dict(workdir=os.path.abspath(w), step=evals[n]["step"]) for n, w in runs.items()},
+              tasks=tasks, modes=modes, success=table,
+              episodes={n: {f"{t}/{m}": r.get((t, m), (0, 0))[1] for t in tasks for m in modes} for n, r in per_run.items()},
+              offline={n: {s: v["rmse_native"] for s, v in e.get("offline", {}).items()} for n, e in evals.items()},
+              offline_by_tau_v={n: {t: {s: v["rmse_native"] for s, v in slots.items()}
+                                    for t, slots in e["offline_by_tau_v"].items()}
+                                for n, e in evals.items() if e.get("offline_by_tau_v")})
+
+
+def markdown(c: dict) -> str:
+  cols = [f"{t}/{m}" for t in c["tasks"] for m in c["modes"]] + ["mean"]
+  fmt = lambda v: "-" if v is None else f"{v:.2f}"
+  lines = ["| run | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+  for name, row in c["success"].items():
+    lines.append(f"| {name} | " + " | ".join(fmt(row.get(k)) for k in cols) + " |")
+  for name, curve in c["offline_by_tau_v"].items():
+    slots = sorted({s for errs in curve.values() for s in errs if s.endswith("_joints")})
+    for slot in slots:
+      lines.append("")
+      lines.append(f"{name}: offline {slot} RMSE (native) by inference tau_v: " +
+                   ", ".join(f"{t}: {errs[slot]:.4f}" for t, errs in curve.items() if slot in errs))
+  return "\n".join(lines)
+
+
+def main(argv):
+  del argv
+  runs = {}
+  for item in FLAGS.run:
+    name, sep, workdir = item.partition("=")
+    if not sep or not name or not workdir:
+      raise app.UsageError(f"--run={item!r}: expected NAME=WORKDIR")
+    runs[name] = workdir
+  if not runs or not FLAGS.out:
+    raise app.UsageError("--run (one or more) and --out are required")
+  c = compare(runs)
+  os.makedirs(FLAGS.out, exist_ok=True)
+  path = os.path.abspath(os.path.join(FLAGS.out, "comparison.json"))
+  with open(path, "w") as f:
+    json.dump(c, f, indent=1)
+  text = markdown(c)
+  with open(os.path.join(FLAGS.out, "comparison.md"), "w") as f:
+    f.write(text + "\n")
+  print("success rate per task/mode (episodes: " +
+        ", ".join(f"{n} {sum(e.values())}" for n, e in c["episodes"].items()) + ")")
+  print(text)
+  print(f"report: {path}")
+
+
+if __name__ == "__main__":
+  try:
+    app.run(main)
+  except (ValueError, FileNotFoundError) as e:
+    sys.exit(f"error: {e}")

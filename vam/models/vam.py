@@ -1,0 +1,95 @@
+"""The video-action model (METHOD.md stage 2 and inference): a frozen stage-1 video model and the flow-matching
+action decoder (an inverse-dynamics model) that reads the video DiT's hidden states after layer `k`.
+
+Training (teacher forcing): the ground-truth future latents are noised to tau_v (sampled independently of
+the action time tau_a), the first k DiT blocks run on [clean context; noisy future] and their hidden states,
+flattened over time and space and LayerNorm'd, are the decoder's cross-attention memory. The decoder's time
+conditioning fuses tau_a and tau_v (`action_decoder`); proprio is replaced by a learned mask token with
+probability `proprio_dropout`. The loss is the episode's own action loss plus, with mutual imitation, the
+mapped-action loss (the other embodiment's slots, `mapped_mask`), each a masked mean.
+
+Inference: encode the context frames, integrate the video flow from pure noise down to `tau_v` (the default
+1 needs no integration: one forward of the first k blocks), then integrate the action flow (10 Euler steps).
+
+Batch keys: the video model's (`context_latents` or `images`; `future_latents` or `future_images` for
+training), `instruction`, `embodiment_id`, `proprio`, `actions`, `action_mask`, `mapped_mask`.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from vam import flow
+from vam.models import action_decoder, video_model
+
+FROZEN = r"^video(/|$)"  # the whole stage-1 model (autoencoder, latent statistics, text encoder, DiT)
+ACTION_KEYS = ("proprio", "actions", "action_mask", "mapped_mask")
+
+
+@dataclasses.dataclass(frozen=True)
+class VamConfig:
+  video: video_model.VideoModelConfig
+  decoder: action_decoder.DecoderConfig  # cond_dim = the DiT's width
+  layer: int  # k: read the hidden states after this DiT block (1-based; only the first k blocks run)
+  tau_v_sampler: str = "uniform"  # training distribution of tau_v (vam.flow.sample_time)
+  proprio_dropout: float = 0.2
+  action_time_sampler: str = "sqrt"
+  sample_steps: int = 10  # action Euler steps at inference
+  tau_v: float = 1.0  # inference: integrate the video flow down to this tau_v (1: no video integration)
+  video_steps: int = 4  # inference: Euler steps of the video flow from 1 to tau_v (when tau_v < 1)
+  mapped_weight: float = 1.0  # weight of the mapped-action loss (mutual imitation)
+
+
+class VideoActionModel(nnx.Module):
+  def __init__(self, cfg: VamConfig, *, rngs: nnx.Rngs):
+    depth, width = cfg.video.dit.depth, cfg.video.dit.width
+    if not 1 <= cfg.layer <= depth:
+      raise ValueError(f"config.model.layer={cfg.layer} must be in [1, {depth}] (the video DiT's depth)")
+    if cfg.decoder.cond_dim != width:
+      raise ValueError(f"decoder.cond_dim ({cfg.decoder.cond_dim}) must equal the video DiT's width ({width})")
+    if not 0.0 <= cfg.tau_v <= 1.0:
+      raise ValueError(f"config.model.tau_v={cfg.tau_v} must be in [0, 1]")
+    self.cfg = cfg
+    self.video = video_model.VideoModel(cfg.video, rngs=rngs)
+    self.feature_norm = nnx.LayerNorm(width, rngs=rngs)
+    self.decoder = action_decoder.ActionDecoder(cfg.decoder, rngs=rngs)
+
+  def features(self, hidden):
+    """Video hidden states (B, N, D) -> the decoder's memory: no gradient into the video model, LayerNorm'd."""
+    return self.feature_norm(jax.lax.stop_gradient(hidden))
+
+  def training_features(self, batch, tau_v, rng):
+    """Teacher forcing: (B, N, D) features of the ground-truth future noised to tau_v (B,)."""
+    return self.features(self.video.hidden_states(batch, tau_v, self.cfg.layer, rng))
+
+  def loss(self, batch, rng):
+    """Own-action + mapped-action flow-matching losses. Returns (loss, metrics)."""
+    k_v, k_h, k_a, k_eps, k_drop = jax.random.split(rng, 5)
+    x0, mask, mapped = batch["actions"], batch["action_mask"], batch["mapped_mask"]
+    b = x0.shape[0]
+    tau_v = flow.sample_time(k_v, (b,), self.cfg.tau_v_sampler)
+    cond = self.training_features(batch, tau_v, k_h)
+    tau_a = flow.sample_time(k_a, (b,), self.cfg.action_time_sampler)
+    eps = jax.random.normal(k_eps, x0.shape, x0.dtype)
+    dropped = jax.random.bernoulli(k_drop, self.cfg.proprio_dropout, (b,))
+    v = self.decoder(flow.interpolate(x0, eps, tau_a), tau_a, batch["proprio"], cond, tau_v=tau_v,
+                     proprio_dropped=dropped)
+    own_loss = flow.loss(v, x0, eps, mask & ~mapped)
+    mapped_loss = flow.loss(v, x0, eps, mapped)
+    loss = own_loss + self.cfg.mapped_weight * mapped_loss
+    return loss, {"own_action_loss": own_loss, "mapped_action_loss": mapped_loss}
+
+  def sample_actions(self, batch, cond, tau_v, rng, num_steps=None):
+    shape = batch["action_mask"].shape
+    velocity = lambda x, tau: self.decoder(x, tau, batch["proprio"], cond, tau_v=tau_v)
+    return flow.euler(velocity, jax.random.normal(rng, shape), num_steps or self.cfg.sample_steps)
+
+  def sample(self, batch, rng, num_steps=None, tau_v: float | None = None):
+    """Inference: action chunk (B, H_a, A) from the context frames (no future), instruction, proprio."""
+    tau_v = self.cfg.tau_v if tau_v is None else tau_v
+    k_video, k_action = jax.random.split(rng)
+    hidden = self.video.imagined_hidden_states(batch, k_video, tau_v, self.cfg.layer, self.cfg.video_steps)
+    b = hidden.shape[0]
+    return self.sample_actions(batch, self.features(hidden), jnp.full((b,), tau_v), k_action, num_steps)
