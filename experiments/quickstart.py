@@ -22,7 +22,7 @@ def get_config(variant=None):
   tiny = variant == "tiny"
   c = ml_collections.ConfigDict()
   c.variant = variant
-  common.run(c, total_steps=40 if tiny else 600, batch_size=8 if tiny else 32, log_every=5 if tiny else 25,
+  common.run(c, total_steps=40 if tiny else 500, batch_size=8 if tiny else 32, log_every=5 if tiny else 25,
              checkpoint_every=20 if tiny else 200)
   c.data = common.data()
 
@@ -39,6 +39,6 @@ def get_config(variant=None):
   c.optimizer = common.optimizer(lr=1e-3 if tiny else 3e-4, warmup_steps=5 if tiny else 100)
 
   # Closed-loop evaluation (python -m vam.eval; vam/eval/defaults.py lists every key): both robots, all
-  # tasks, easy and hard worlds of the seen layout, 8 episodes per cell.
-  c.eval = eval_defaults.get(modes=["easy", "hard"], splits=["train"], episodes=8, num_envs=32)
+  # tasks, easy and hard worlds of the seen layout, 4 episodes per cell (one batch of 32 per robot).
+  c.eval = eval_defaults.get(modes=["easy", "hard"], splits=["train"], episodes=4, num_envs=32)
   return c

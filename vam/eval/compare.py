@@ -28,27 +28,32 @@ def newest_evaluation(workdir: str) -> dict:
 
 
 def rates(evaluation: dict) -> dict:
-  """{(task, mode): (successes, episodes)} summed over embodiments and splits."""
+  """{(embodiment, task, mode): (successes, episodes)} summed over splits; embodiment 'all' pools them."""
   out = {}
   for c in evaluation["cells"]:
-    k, n = out.get((c["task"], c["mode"]), (0, 0))
-    out[(c["task"], c["mode"])] = (k + c["successes"], n + c["episodes"])
+    for emb in (c["embodiment"], "all"):
+      k, n = out.get((emb, c["task"], c["mode"]), (0, 0))
+      out[(emb, c["task"], c["mode"])] = (k + c["successes"], n + c["episodes"])
   return out
 
 
 def compare(runs: dict) -> dict:
-  """{name: workdir} -> the comparison (JSON-able)."""
+  """{name: workdir} -> the comparison (JSON-able): success rates per (run, embodiment) row and task/mode column."""
   evals = {name: newest_evaluation(w) for name, w in runs.items()}
   per_run = {name: rates(e) for name, e in evals.items()}
-  keys = list(dict.fromkeys(k for r in per_run.values() for k in r))
-  tasks, modes = list(dict.fromkeys(t for t, _ in keys)), list(dict.fromkeys(m for _, m in keys))
-  table = {name: {f"{t}/{m}": (r[(t, m)][0] / r[(t, m)][1] if (t, m) in r else None) for t in tasks for m in modes}
-           for name, r in per_run.items()}
-  for name, e in evals.items():
-    table[name]["mean"] = e["means"]["overall"]
+  keys = [k for r in per_run.values() for k in r]
+  tasks, modes = list(dict.fromkeys(t for _, t, _ in keys)), list(dict.fromkeys(m for _, _, m in keys))
+  table, episodes = {}, {}
+  for name, r in per_run.items():
+    for emb in [e for e in dict.fromkeys(e for e, _, _ in r) if e != "all"] + ["all"]:
+      row = f"{name} {emb}"
+      table[row] = {f"{t}/{m}": (r[(emb, t, m)][0] / r[(emb, t, m)][1] if (emb, t, m) in r else None)
+                    for t in tasks for m in modes}
+      sel = [v for (e, _, _), v in r.items() if e == emb]
+      table[row]["mean"] = sum(k for k, _ in sel) / max(sum(n for _, n in sel), 1)
+      episodes[row] = sum(n for _, n in sel)
   return dict(runs={n: dict(workdir=os.path.abspath(w), step=evals[n]["step"]) for n, w in runs.items()},
-              tasks=tasks, modes=modes, success=table,
-              episodes={n: {f"{t}/{m}": r.get((t, m), (0, 0))[1] for t in tasks for m in modes} for n, r in per_run.items()},
+              tasks=tasks, modes=modes, success=table, episodes=episodes,
               offline={n: {s: v["rmse_native"] for s, v in e.get("offline", {}).items()} for n, e in evals.items()},
               offline_by_tau_v={n: {t: {s: v["rmse_native"] for s, v in slots.items()}
                                     for t, slots in e["offline_by_tau_v"].items()}
@@ -58,7 +63,7 @@ def compare(runs: dict) -> dict:
 def markdown(c: dict) -> str:
   cols = [f"{t}/{m}" for t in c["tasks"] for m in c["modes"]] + ["mean"]
   fmt = lambda v: "-" if v is None else f"{v:.2f}"
-  lines = ["| run | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+  lines = ["| run, embodiment | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
   for name, row in c["success"].items():
     lines.append(f"| {name} | " + " | ".join(fmt(row.get(k)) for k in cols) + " |")
   for name, curve in c["offline_by_tau_v"].items():
@@ -88,8 +93,8 @@ def main(argv):
   text = markdown(c)
   with open(os.path.join(FLAGS.out, "comparison.md"), "w") as f:
     f.write(text + "\n")
-  print("success rate per task/mode (episodes: " +
-        ", ".join(f"{n} {sum(e.values())}" for n, e in c["episodes"].items()) + ")")
+  print("closed-loop success rate per task/mode (episodes per row: " +
+        ", ".join(f"{n} {e}" for n, e in c["episodes"].items()) + ")")
   print(text)
   print(f"report: {path}")
 

@@ -187,7 +187,28 @@ def _policy_html(latest: dict, report: dict) -> list[str]:
                    f"<td>{v['entries']}</td></tr>" for k, v in latest["offline"].items())
     parts.append("<h2>Offline action error on held-out episodes (RMSE)</h2><table><tr><th>slot</th>"
                  f"<th>normalised</th><th>native</th><th>entries</th></tr>{rows}</table>")
+  parts.append(_tau_v_plot(latest))
   return parts
+
+
+def _tau_v_plot(evaluation: dict) -> str:
+  """A video-action model's offline action error (normalised RMSE over all slots) versus inference tau_v."""
+  curve = tau_v_curve(evaluation)
+  if len(curve) < 2:
+    return ""
+  top = max(v for _, v in curve) or 1.0
+  return _svg_line(f"Offline action error versus inference tau_v (layer k={evaluation['model']['layer']})",
+                   [(t, v / top) for t, v in curve], ("tau_v 0", "tau_v 1"), top, "#393",
+                   lambda i: f"tau_v {curve[i][0]:g}: RMSE {curve[i][1]:.4f}")
+
+
+def tau_v_curve(evaluation: dict) -> list[tuple[float, float]]:
+  """[(tau_v, normalised RMSE pooled over every slot)] of a VAM evaluation (empty for other policies)."""
+  out = []
+  for t, slots in evaluation.get("offline_by_tau_v", {}).items():
+    n = sum(v["entries"] for v in slots.values())
+    out.append((float(t), float(np.sqrt(sum(v["rmse_normalised"] ** 2 * v["entries"] for v in slots.values()) / n))))
+  return sorted(out)
 
 
 def text_table(evaluation: dict) -> str:
@@ -216,4 +237,8 @@ def text_table(evaluation: dict) -> str:
       vals.append(f"{c['success_rate']:.2f} [{c['ci95'][0]:.2f},{c['ci95'][1]:.2f}]" if c else "")
     lines.append(f"{e:<11}{t:<11}" + "".join(f"{v:>24}" for v in vals))
   lines.append(f"mean success {evaluation['means']['overall']:.3f} (step {evaluation['step']})")
+  curve = tau_v_curve(evaluation)
+  if curve:
+    lines.append("offline action RMSE (normalised) by inference tau_v: " +
+                 "  ".join(f"{t:g}:{v:.4f}" for t, v in curve))
   return "\n".join(lines)

@@ -108,6 +108,8 @@ def resolve_pretrained(config) -> Pretrained:
     with config.unlocked():
       for key in FINETUNE_KEEPS:
         section, _, leaf = key.rpartition(".")
+        if section and (section not in config.model or section not in saved):
+          continue  # e.g. `dit.*` for a model without a DiT of its own
         node_from, node_to = (config.model[section], saved[section]) if section else (config.model, saved)
         if leaf in node_from:
           node_to[leaf] = node_from[leaf]
