@@ -56,7 +56,7 @@ video-eval: setup
 	$(BIN)/python -m vam.eval --workdir $(OUT)/video
 
 test: setup
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=15 tests
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow" tests

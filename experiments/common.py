@@ -35,6 +35,26 @@ def mapping(directions=()) -> ml_collections.ConfigDict:
   return m
 
 
+def vam_model(tiny: bool, video_workdir: str = "out/demo/video") -> ml_collections.ConfigDict:
+  """`config.model` of the video-action model (vam/models/vam.py) on a frozen video model from `video_workdir`."""
+  m = ml_collections.ConfigDict()
+  m.name = "vam"
+  m.video_workdir = video_workdir  # trained by experiments/video_pretrain.py; frozen
+  m.video_step = 0  # 0: its newest checkpoint
+  m.video = ml_collections.ConfigDict()  # adopted from the video run at start
+  m.layer = 2 if tiny else 3  # k (METHOD.md: ~2/3 of the depth; the quickstart DiT has 4 blocks)
+  m.decoder = dict(width=32 if tiny else 128, depth=1 if tiny else 3, heads=2 if tiny else 4, mlp_ratio=4,
+                   time_dim=32 if tiny else 128, bilinear_rank=4 if tiny else 16)
+  m.tau_v_sampler = "uniform"  # training distribution of tau_v (independent of tau_a)
+  m.proprio_dropout = 0.2
+  m.action_time_sampler = "sqrt"
+  m.sample_steps = 10  # action Euler steps at inference
+  m.tau_v = 1.0  # inference: 1 = a single forward of the first k blocks on pure-noise future latents
+  m.video_steps = 4  # video Euler steps from 1 down to tau_v when tau_v < 1
+  m.mapped_weight = 1.0  # loss = own-action loss + mapped_weight * mapped-action loss
+  return m
+
+
 def optimizer(lr: float, warmup_steps: int, ema_decay: float = 0.999, weight_decay: float = 1e-4,
               trainable: str = "") -> ml_collections.ConfigDict:
   o = ml_collections.ConfigDict()

@@ -38,21 +38,7 @@ def get_config(variant=None):
   c.data.mapping = common.mapping([])  # one robot's own data: nothing to map
 
   # With init_from, the model section is replaced by the pretrained VAM's; for `scratch` it is this one.
-  c.model = ml_collections.ConfigDict()
-  c.model.name = "vam"
-  c.model.video_workdir = "out/demo/video"
-  c.model.video_step = 0
-  c.model.video = ml_collections.ConfigDict()
-  c.model.layer = 2 if tiny else 3
-  c.model.decoder = dict(width=32 if tiny else 128, depth=1 if tiny else 3, heads=2 if tiny else 4, mlp_ratio=4,
-                         time_dim=32 if tiny else 128, bilinear_rank=4 if tiny else 16)
-  c.model.tau_v_sampler = "uniform"
-  c.model.proprio_dropout = 0.2
-  c.model.action_time_sampler = "sqrt"
-  c.model.sample_steps = 10
-  c.model.tau_v = 1.0
-  c.model.video_steps = 4
-  c.model.mapped_weight = 1.0
+  c.model = common.vam_model(tiny)
 
   c.optimizer = common.optimizer(lr=1e-3 if tiny else 1e-4 if variant == "pretrained" else 3e-4,
                                  warmup_steps=5 if tiny else 50)

@@ -42,21 +42,7 @@ def get_config(variant=None):
                     human_to_robot=["human_to_robot"], human_only=["human_to_robot"], no_mapping=[])[variant]
   c.data.mapping = common.mapping(directions)
 
-  c.model = ml_collections.ConfigDict()
-  c.model.name = "vam"
-  c.model.video_workdir = "out/demo/video"  # trained by experiments/video_pretrain.py; frozen here
-  c.model.video_step = 0  # 0: its newest checkpoint
-  c.model.video = ml_collections.ConfigDict()  # adopted from the video run at start
-  c.model.layer = 2 if tiny else 3  # k (METHOD.md: ~2/3 of the depth; the quickstart DiT has 4 blocks)
-  c.model.decoder = dict(width=32 if tiny else 128, depth=1 if tiny else 3, heads=2 if tiny else 4, mlp_ratio=4,
-                         time_dim=32 if tiny else 128, bilinear_rank=4 if tiny else 16)
-  c.model.tau_v_sampler = "uniform"
-  c.model.proprio_dropout = 0.2
-  c.model.action_time_sampler = "sqrt"
-  c.model.sample_steps = 10  # action Euler steps at inference
-  c.model.tau_v = 1.0  # inference: 1 = a single forward of the first k blocks on pure-noise future latents
-  c.model.video_steps = 4  # video Euler steps from 1 down to tau_v when tau_v < 1
-  c.model.mapped_weight = 1.0  # loss = own-action loss + mapped_weight * mapped-action loss
+  c.model = common.vam_model(tiny)
 
   c.optimizer = common.optimizer(lr=1e-3 if tiny else 3e-4, warmup_steps=5 if tiny else 100)
   c.eval = eval_defaults.get(modes=["easy", "hard"], splits=["train"], episodes=4, num_envs=32,

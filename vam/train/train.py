@@ -119,37 +119,38 @@ def resolve_pretrained(config) -> Pretrained:
     if "autoencoder" in p:
       fp = checkpoints.fingerprint(p["autoencoder"])
   elif config.model.name == "vam":
-    workdir = config.model.get("video_workdir", "")
-    if not workdir:
-      raise ValueError("config.model.video_workdir is empty: the video-action model needs a trained video model "
-                       "(python -m vam.train --config experiments/video_pretrain.py --workdir W)")
-    p, assets, step = checkpoints.restore_params(workdir, config.model.get("video_step") or None)
-    saved = assets["config"]
-    if saved["model"].get("name") != "video_dit":
-      raise ValueError(f"config.model.video_workdir={workdir!r} holds a {saved['model'].get('name')!r} model, "
-                       "not a video model (video_dit)")
+    p, saved, source = _frozen_part(config, "video_workdir", "video_step", "video_dit",
+                                    "experiments/video_pretrain.py")
     with config.unlocked():
       config.model.video = saved["model"]
-    _adopt_data_shape(config, saved["data"], workdir)
-    params["video"], sources["video"] = p, f"{os.path.abspath(workdir)}@{step}"
+    _adopt_data_shape(config, saved["data"], config.model.video_workdir)
+    params["video"], sources["video"] = p, source
     fp = checkpoints.fingerprint(p["autoencoder"])
   elif config.model.name == "video_dit":
-    workdir = config.model.get("autoencoder_workdir", "")
-    if not workdir:
-      raise ValueError("config.model.autoencoder_workdir is empty: the video model needs a trained autoencoder "
-                       "(python -m vam.train --config experiments/autoencoder.py --workdir W)")
-    p, assets, step = checkpoints.restore_params(workdir, config.model.get("autoencoder_step") or None)
-    saved = assets["config"]["model"]
-    if saved.get("name") != "autoencoder":
-      raise ValueError(f"config.model.autoencoder_workdir={workdir!r} holds a {saved.get('name')!r} model, "
-                       "not an autoencoder")
-    if dict(config.model.autoencoder) != saved["autoencoder"]:
-      logging.info("config.model.autoencoder set from %s: %s", workdir, saved["autoencoder"])
+    p, saved, source = _frozen_part(config, "autoencoder_workdir", "autoencoder_step", "autoencoder",
+                                    "experiments/autoencoder.py")
+    if dict(config.model.autoencoder) != saved["model"]["autoencoder"]:
+      logging.info("config.model.autoencoder set from %s: %s", source, saved["model"]["autoencoder"])
       with config.unlocked():
-        config.model.autoencoder = saved["autoencoder"]
-    params["autoencoder"], sources["autoencoder"] = p, f"{os.path.abspath(workdir)}@{step}"
+        config.model.autoencoder = saved["model"]["autoencoder"]
+    params["autoencoder"], sources["autoencoder"] = p, source
     fp = checkpoints.fingerprint(p)
   return Pretrained(params, sources, fp)
+
+
+def _frozen_part(config, workdir_key: str, step_key: str, expected: str, trained_by: str):
+  """EMA params, saved config and "workdir@step" of the finished run `config.model.<workdir_key>` that a
+  model holds frozen (checked to hold an `expected` model)."""
+  workdir = config.model.get(workdir_key, "")
+  if not workdir:
+    raise ValueError(f"config.model.{workdir_key} is empty: a {config.model.name!r} model needs a trained "
+                     f"{expected!r} model (python -m vam.train --config {trained_by} --workdir W)")
+  p, assets, step = checkpoints.restore_params(workdir, config.model.get(step_key) or None)
+  saved = assets["config"]
+  if saved["model"].get("name") != expected:
+    raise ValueError(f"config.model.{workdir_key}={workdir!r} holds a {saved['model'].get('name')!r} model, "
+                     f"not {expected!r}")
+  return p, saved, f"{os.path.abspath(workdir)}@{step}"
 
 
 DATA_SHAPE_KEYS = ("context_frames", "future_frames", "embodiments")  # fixed by a pretrained model's params
