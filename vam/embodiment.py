@@ -179,7 +179,6 @@ class _Kinematics:
   data: object
   home_site: np.ndarray  # end-effector site at the home pose (3,)
   home_pos: np.ndarray  # grasp point at the home pose (3,)
-  home_mat: np.ndarray  # end-effector rotation at the home pose (3, 3)
 
 
 _BUILD_LOCK = threading.Lock()  # grain reads windows from several threads
@@ -202,7 +201,7 @@ def _build_kinematics(name: str) -> _Kinematics:
   mujoco.mj_kinematics(m, d)
   mat = d.site_xmat[emb.eef_site].reshape(3, 3).copy()
   site = d.site_xpos[emb.eef_site].copy()
-  return _Kinematics(emb, m, d, site, site + mat @ emb.grasp_offset, mat)
+  return _Kinematics(emb, m, d, site, site + mat @ emb.grasp_offset)
 
 
 def _hand_shape():

@@ -14,7 +14,6 @@ from flax import nnx
 from vam.models import action_decoder, autoencoder, policies, text, vam, video_dit, video_model
 
 MODELS = ("image_baseline", "autoencoder", "video_dit", "vam")
-POLICIES = ("image_baseline", "vam")  # models with sample(batch, rng, num_steps) -> action chunk
 
 
 def check_name(config) -> str:

@@ -127,18 +127,23 @@ class VideoModel(nnx.Module):
       v = v + flow.gaussian_velocity_skip(tau)[:, None, None, None, None] * noisy_future
     return v
 
+  def flow_data(self, batch):
+    """What every flow computation starts from: context latents (B, H_o, h, w, C), the flow's clean data x0
+    (B, H_f, h, w, C) and the instruction tokens and mask."""
+    context, future = self.latents(batch)
+    words, word_mask = self.condition(batch)
+    return context, self.to_flow(context, future), words, word_mask
+
   def loss(self, batch, rng):
     """Flow matching on the future latents only (masked by `future_mask`). Returns (loss, metrics)."""
     k_t, k_eps = jax.random.split(rng)
-    context, future = self.latents(batch)
-    x0 = self.to_flow(context, future)
+    context, x0, words, word_mask = self.flow_data(batch)
     b = x0.shape[0]
     tau = flow.sample_time(k_t, (b,), self.cfg.time_sampler, mean=self.cfg.time_mean, std=self.cfg.time_std)
     # The logit-normal hardly reaches tau ~ 1, where sampling starts: mix in a few uniform draws.
     k_u, k_pick = jax.random.split(jax.random.fold_in(k_t, 1))
     tau = jnp.where(jax.random.uniform(k_pick, (b,)) < self.cfg.time_uniform, jax.random.uniform(k_u, (b,)), tau)
     eps = jax.random.normal(k_eps, x0.shape, x0.dtype)
-    words, word_mask = self.condition(batch)
     v = self.velocity(context, flow.interpolate(x0, eps, tau), tau, words, word_mask, batch["embodiment_id"])
     mask = batch["future_mask"][:, :, None, None, None]
     loss = flow.loss(v, x0, eps, mask)
@@ -147,9 +152,7 @@ class VideoModel(nnx.Module):
   def loss_at(self, batch, tau, eps):
     """Per-example flow loss (B,) at given times tau (B,) and noise eps (B, H_f, h, w, C): low-variance
     validation losses bucketed by tau (fixed times and noise)."""
-    context, future = self.latents(batch)
-    x0 = self.to_flow(context, future)
-    words, word_mask = self.condition(batch)
+    context, x0, words, word_mask = self.flow_data(batch)
     v = self.velocity(context, flow.interpolate(x0, eps, tau), tau, words, word_mask, batch["embodiment_id"])
     err = jnp.mean(jnp.square(v - flow.target_velocity(x0, eps)), axis=(2, 3, 4))
     m = batch["future_mask"]
@@ -158,10 +161,8 @@ class VideoModel(nnx.Module):
   def hidden_states(self, batch, tau_v, layer: int, rng):
     """Hidden states after DiT block `layer` (B, N, D) with the ground-truth future latents noised to tau_v (B,)
     (teacher forcing: how stage 2 trains)."""
-    context, future = self.latents(batch)
-    x0 = self.to_flow(context, future)
+    context, x0, words, word_mask = self.flow_data(batch)
     eps = jax.random.normal(rng, x0.shape, x0.dtype)
-    words, word_mask = self.condition(batch)
     return self.dit(context, flow.interpolate(x0, eps, tau_v), tau_v, words, word_mask,
                     batch["embodiment_id"], layer=layer)
 

@@ -5,6 +5,7 @@ compiled, `bind(mj_model)` resolves names to static integer indices so every acc
 function of `mjx.Data` usable under jit and vmap.
 """
 
+import copy
 import dataclasses
 from typing import ClassVar
 
@@ -58,8 +59,7 @@ class Embodiment:
 
   def chain(self, n: int) -> "Embodiment":
     """A bound copy restricted to the first `n` joints (e.g. the arm without its fingers), for IK."""
-    view = dataclasses.replace(self)
-    view.__dict__.update({k: v for k, v in self.__dict__.items()})
+    view = copy.copy(self)
     view.jnt_ids, view.qpos_adr, view.dof_adr, view.jnt_type = (self.jnt_ids[:n], self.qpos_adr[:n],
                                                                 self.dof_adr[:n], self.jnt_type[:n])
     return view
