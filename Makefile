@@ -64,12 +64,14 @@ test-fast: setup
 bench: setup
 	test -d $(OUT)/data/sim_robot || $(MAKE) data
 	$(BIN)/python -m benchmarks.train --config experiments/quickstart.py --config.data_dir=$(OUT)/data \
-	    --out bench_results/train.json
-	$(BIN)/python -m benchmarks.video_dit --out bench_results/video_dit.json
-	$(BIN)/python -m benchmarks.datagen --out bench_results/datagen.json
+	    --out benchmarks/results/train.json
+	$(BIN)/python -m benchmarks.video_dit --out benchmarks/results/video_dit.json
+	$(BIN)/python -m benchmarks.vam --out benchmarks/results/vam.json
+	$(BIN)/python -m benchmarks.scaling --out benchmarks/results/scaling.json
+	$(BIN)/python -m benchmarks.datagen --out benchmarks/results/datagen.json
 	test -d $(OUT)/baseline/checkpoints || $(BIN)/python -m vam.train --config experiments/quickstart.py \
 	    --workdir $(OUT)/baseline --config.data_dir=$(OUT)/data
-	$(BIN)/python -m benchmarks.eval --workdir $(OUT)/baseline --out bench_results/eval.json
+	$(BIN)/python -m benchmarks.eval --workdir $(OUT)/baseline --out benchmarks/results/eval.json
 
 clean:
 	rm -rf out bench_results .pytest_cache

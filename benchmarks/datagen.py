@@ -1,6 +1,6 @@
 """Data-generation throughput: MJX Warp (physics, batch renderer) vs native MuJoCo, in one run.
 
-    python -m benchmarks.datagen --out bench_results/datagen.json [--embodiment arm6] [--batch 128]
+    python -m benchmarks.datagen --out benchmarks/results/datagen.json [--embodiment arm6] [--batch 128]
 
 Measures, for the same scene and expert trajectories:
   warp_physics      env control steps/s and physics steps/s of the jitted batched rollout, no rendering
@@ -38,7 +38,7 @@ def _timed(fn, repeats):
 
 def main():
   p = argparse.ArgumentParser()
-  p.add_argument("--out", default="bench_results/datagen.json")
+  p.add_argument("--out", default="benchmarks/results/datagen.json")
   p.add_argument("--embodiment", default="arm6")
   p.add_argument("--batch", type=int, default=128)
   p.add_argument("--steps", type=int, default=40, help="control steps per rollout")

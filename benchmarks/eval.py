@@ -1,7 +1,7 @@
 """Closed-loop evaluation throughput: the batched, jitted rollout (policy + env step in one `lax.scan`) versus a
 sequential one-env Python loop of the same policy, in one run.
 
-    python -m benchmarks.eval --workdir out/demo/baseline --out bench_results/eval.json [--num_envs 32]
+    python -m benchmarks.eval --workdir out/demo/baseline --out benchmarks/results/eval.json [--num_envs 32]
 
 Both run the checkpoint's policy on arm6 `reach` in easy worlds (planning every `replan_every` steps, 10
 Euler steps per plan) and count env control steps per second including policy inference and rendering.
@@ -17,7 +17,7 @@ from absl import app, flags, logging
 from benchmarks import report
 
 flags.DEFINE_string("workdir", "out/demo/baseline", "a training workdir with a finished checkpoint")
-flags.DEFINE_string("out", "bench_results/eval.json", "where the JSON report goes")
+flags.DEFINE_string("out", "benchmarks/results/eval.json", "where the JSON report goes")
 flags.DEFINE_integer("num_envs", 32, "episodes per batched rollout")
 flags.DEFINE_integer("steps", 30, "control steps per episode")
 flags.DEFINE_integer("sequential_episodes", 1, "episodes of the sequential loop")

@@ -1,6 +1,6 @@
 """Scripted-expert success table: embodiment x task x mode (and optionally world split).
 
-    python -m benchmarks.expert_success --episodes 32 --out bench_results/expert_success.json
+    python -m benchmarks.expert_success --episodes 32 --out benchmarks/results/expert_success.json
 """
 
 import argparse
@@ -35,7 +35,7 @@ def main():
   p.add_argument("--modes", nargs="*", default=list(tasks.MODES))
   p.add_argument("--splits", nargs="*", default=["train"])
   p.add_argument("--embodiments", nargs="*", default=sorted(embodiments.EMBODIMENTS))
-  p.add_argument("--out", default="bench_results/expert_success.json")
+  p.add_argument("--out", default="benchmarks/results/expert_success.json")
   args = p.parse_args()
   table = []
   for emb in args.embodiments:

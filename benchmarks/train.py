@@ -1,6 +1,6 @@
 """Input pipeline vs train step, side by side in one run, and the step's MFU against a measured matmul peak.
 
-    python -m benchmarks.train --config experiments/quickstart.py --out bench_results/train.json \
+    python -m benchmarks.train --config experiments/quickstart.py --out benchmarks/results/train.json \
         [--steps 20] [--workers 0] [--config.key=value ...]
 
 Measures, for one config on this machine's devices:
@@ -20,7 +20,7 @@ from benchmarks import report
 from vam import config as config_lib
 
 flags.DEFINE_string("config", "experiments/quickstart.py", "training config, `path.py[:args]`")
-flags.DEFINE_string("out", "bench_results/train.json", "where the JSON report goes")
+flags.DEFINE_string("out", "benchmarks/results/train.json", "where the JSON report goes")
 flags.DEFINE_integer("steps", 20, "timed steps (and batches) per measurement")
 flags.DEFINE_integer("warmup", 40, "batches drawn before timing the loader (fills the episode cache)")
 flags.DEFINE_integer("workers", 0, "grain worker processes for the loader measurement")

@@ -1,7 +1,7 @@
 """The video DiT's train step: FLOPs, step time and MFU per size variant, against the matmul peak measured
 in the same run (no datasets needed: a resident batch of random latents).
 
-    python -m benchmarks.video_dit --out bench_results/video_dit.json [--sizes tiny,quickstart,small]
+    python -m benchmarks.video_dit --out benchmarks/results/video_dit.json [--sizes tiny,quickstart,small]
         [--steps 5] [--image_size 64]
 
 Each size is `experiments/video_pretrain.py:<size>` with stored latents (the frozen autoencoder is not in the
@@ -15,10 +15,10 @@ import time
 
 from absl import app, flags, logging
 
-from benchmarks import report
+from benchmarks import report, synthetic
 from vam import config as config_lib
 
-flags.DEFINE_string("out", "bench_results/video_dit.json", "where the JSON report goes")
+flags.DEFINE_string("out", "benchmarks/results/video_dit.json", "where the JSON report goes")
 flags.DEFINE_list("sizes", ["tiny", "quickstart", "small"], "video_pretrain.py variants to measure")
 flags.DEFINE_integer("steps", 5, "timed steps per size")
 flags.DEFINE_integer("image_size", 64, "frame size (latent size = image_size / autoencoder patch)")
@@ -26,20 +26,6 @@ flags.DEFINE_integer("batch_size", 0, "global batch (0: per-size default: 16 tin
 flags.DEFINE_bool("scan", False, "keep the config's scan_layers/remat (FLOPs then undercount, see above)")
 FLAGS = flags.FLAGS
 BATCH = dict(tiny=16, quickstart=16, small=4, base=2)
-
-
-def example_window(config, image_size: int) -> dict:
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from vam.input import windows  # pylint: disable=g-import-not-at-top
-  ae = config.model.autoencoder
-  size = image_size // ae.patch
-  d = config.data
-  rng = np.random.default_rng(0)
-  return dict(context_latents=rng.normal(size=(d.context_frames, size, size, ae.latent_channels)).astype(np.float32),
-              future_latents=rng.normal(size=(d.future_frames, size, size, ae.latent_channels)).astype(np.float32),
-              future_mask=np.ones((d.future_frames,), bool),
-              instruction=windows.encode_instruction("pick up the red cube and place it on the green pad"),
-              embodiment_id=np.int32(1))
 
 
 def main(argv):
@@ -60,14 +46,14 @@ def main(argv):
       config.batch_size = FLAGS.batch_size or BATCH.get(size, 2)
       if not FLAGS.scan:
         config.model.dit.scan_layers = False
-        config.model.dit.remat = False
+        config.model.dit.remat = "none"
     space = embodiment.ActionSpace(tuple(config.data.embodiments))
     mesh = sharding.make_mesh(dict(config.mesh))
-    example = example_window(config, FLAGS.image_size)
+    example = synthetic.window(config, space, FLAGS.image_size)
     t = time.perf_counter()
     prog = train.build_program(config, space, FLAGS.image_size, example, mesh)
     compile_s = time.perf_counter() - t
-    batch = pipeline.to_global({k: np.stack([v] * config.batch_size) for k, v in example.items()}, prog.data_sharding)
+    batch = pipeline.to_global(synthetic.batch(example, prog.input_keys, config.batch_size), prog.data_sharding)
     state, ema = prog.init(jax.random.PRNGKey(0))
     state, ema, m = prog.step(state, ema, batch)
     jax.block_until_ready(m)

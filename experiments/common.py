@@ -85,5 +85,9 @@ def run(c: ml_collections.ConfigDict, *, total_steps: int, batch_size: int, log_
   c.keep_every = 0  # ... plus every M-th step (0: none)
   c.init_from = ""  # workdir of a trained model to start from (fine-tuning); "" = from scratch
   c.init_from_step = 0  # its step (0: the newest)
-  c.mesh = {"data": -1, "fsdp": 1, "tensor": 1}  # axis sizes; -1 = all remaining devices
+  # Parallelism and memory (README "Scaling out"): mesh axis sizes (-1 = all remaining devices; `sequence`
+  # splits the video DiT's tokens), the matmul dtype (parameters stay float32), and micro-batches per step.
+  c.mesh = {"data": -1, "fsdp": 1, "tensor": 1, "sequence": 1}
+  c.compute_dtype = "float32"  # float32 | bfloat16
+  c.grad_accum_steps = 1  # the global batch is split into this many sequential micro-batches
   c.checkpoint_async = True

@@ -35,7 +35,7 @@ def get_config(variant=None):
 
   c.model = ml_collections.ConfigDict()  # replaced by the init_from run's model, except:
   c.model.name = "video_dit"
-  c.model.dit = dict(lora_rank=0 if variant == "full" else (4 if tiny else 32), lora_alpha=0.0, remat=False)
+  c.model.dit = dict(lora_rank=0 if variant == "full" else (4 if tiny else 32), lora_alpha=0.0, remat="none")
   c.model.sample_steps = 20
 
   lora = variant != "full"

@@ -91,6 +91,13 @@ def check_compatible(saved: dict, current: dict, where: str) -> None:
                           "\n  ".join(problems[:20]) + "\nuse a new --workdir, or the config it was trained with.")
 
 
+def has_data_state(mngr: ocp.CheckpointManager, step: int, process_index: int, process_count: int) -> bool:
+  """Whether `step` holds a data-iterator state for this process (grain writes one file per process, named by
+  the process count: a run on another number of hosts has none)."""
+  path = os.path.join(str(mngr.directory), str(step), DATA, f"process_{process_index}-of-{process_count}.json")
+  return os.path.exists(path)
+
+
 def abstract_like(tree, shardings=None):
   """ShapeDtypeStructs (carrying the target shardings) for restoring `tree`'s structure onto devices."""
   if shardings is None:

@@ -1,9 +1,43 @@
 """Shared transformer pieces: sinusoidal time embedding, attention with QK-RMSNorm and optional rotary
-positions, LoRA-capable linear layers, adaLN modulation."""
+positions, LoRA-capable linear layers, adaLN modulation; and the memory/precision knobs every model shares
+(rematerialisation policies, the compute dtype of its matmuls)."""
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+# What a rematerialised block keeps from its forward pass (the rest is recomputed in the backward pass):
+# nothing ("full"), matmul outputs ("dots"), or matmul outputs without a batch dimension ("dots_no_batch",
+# i.e. weights-only products). False/"none": keep everything (no remat).
+REMAT_POLICIES = {
+    "full": None,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def remat(fn, policy, **kwargs):
+  """`fn` rematerialised under `policy` (a REMAT_POLICIES name; True = "full"; False/"none"/"" = unchanged)."""
+  if policy is True:
+    policy = "full"
+  if policy in (False, None, "", "none"):
+    return fn
+  if policy not in REMAT_POLICIES:
+    raise ValueError(f"remat policy {policy!r}; valid: {['none'] + list(REMAT_POLICIES)}")
+  return jax.checkpoint(fn, policy=REMAT_POLICIES[policy], **kwargs)
+
+
+def set_compute_dtype(model: nnx.Module, dtype: str) -> nnx.Module:
+  """Mixed precision: every Linear/Conv/Embed of `model` computes in `dtype` (inputs and weights cast at the
+  call) while its parameters -- the optimizer's master weights -- stay float32. Norms, softmax, the
+  residual stream and losses stay float32 (type promotion lifts a bf16 matmul output when it meets them)."""
+  if dtype not in COMPUTE_DTYPES:
+    raise ValueError(f"config.compute_dtype={dtype!r}; valid: {list(COMPUTE_DTYPES)}")
+  for _, module in nnx.iter_graph(model):
+    if isinstance(module, (nnx.Linear, nnx.Conv, nnx.Embed, nnx.Einsum)):
+      module.dtype = COMPUTE_DTYPES[dtype]
+  return model
 
 
 def timestep_embedding(t, dim: int, max_period: float = 10_000.0):

@@ -11,7 +11,7 @@ import jax
 import ml_collections
 from flax import nnx
 
-from vam.models import action_decoder, autoencoder, policies, text, vam, video_dit, video_model
+from vam.models import action_decoder, autoencoder, layers, policies, text, vam, video_dit, video_model
 
 MODELS = ("image_baseline", "autoencoder", "video_dit", "vam")
 
@@ -60,7 +60,18 @@ def video_config(config, image_size: int, num_embodiments: int) -> video_model.V
 
 
 def factory(config, action_dim: int, num_embodiments: int, image_size: int):
-  """`rngs -> model` for a full training config (its `model` and `data` sections)."""
+  """`rngs -> model` for a full training config (its `model` and `data` sections), computing its matmuls in
+  `config.compute_dtype` (parameters stay float32)."""
+  make = _factory(config, action_dim, num_embodiments, image_size)
+  dtype = config.get("compute_dtype", "float32")
+  if dtype == "float32":
+    return make
+  if dtype not in layers.COMPUTE_DTYPES:
+    raise ValueError(f"config.compute_dtype={dtype!r}; valid: {list(layers.COMPUTE_DTYPES)}")
+  return lambda rngs: layers.set_compute_dtype(make(rngs=rngs), dtype)
+
+
+def _factory(config, action_dim: int, num_embodiments: int, image_size: int):
   name = check_name(config)
   if name == "image_baseline":
     return policies.factory(config, action_dim, num_embodiments, image_size)

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vam.models import layers
+from vam.models import layers, partitioning
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +43,7 @@ class DiTConfig:
   lora_rank: int = 0
   lora_alpha: float = 0.0  # 0: alpha = rank
   scan_layers: bool = False
-  remat: bool = False
+  remat: bool | str = False  # False/"none", True/"full", "dots", "dots_no_batch" (layers.REMAT_POLICIES)
 
   @property
   def grid(self) -> tuple[int, int]:
@@ -128,9 +128,9 @@ class VideoDiT(nnx.Module):
   def _run_blocks(self, x, cond, text, text_mask, rope, count: int):
     """The first `count` blocks over x (B, F, P, D)."""
     def apply(graphdef, params, x):
+      x = partitioning.constrain(x, ("batch", None, "sequence", "act_embed"))  # tokens over `sequence`
       return nnx.merge(graphdef, params)(x, cond, text, text_mask, rope)
-    if self.cfg.remat:
-      apply = jax.checkpoint(apply, static_argnums=(0,))
+    apply = layers.remat(apply, self.cfg.remat, static_argnums=(0,))
     if self.cfg.scan_layers:
       graphdef, params = nnx.split(self.blocks)
       first = jax.tree.map(lambda p: p[:count], params)

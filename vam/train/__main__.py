@@ -11,6 +11,10 @@ flags.DEFINE_string("config", None, "config file, `path.py[:args]`")
 flags.DEFINE_string("workdir", None, "where checkpoints, metrics and the resolved config go; resumes if it has them")
 flags.DEFINE_integer("stop_after_steps", None, "stop with a checkpoint after this many steps of this run "
                      "(fits a job time limit; the next run resumes)")
+# Multi-process runs (vam/distributed.py): these override the launcher's VAM_* environment variables.
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process runs)")
+flags.DEFINE_integer("num_processes", None, "number of processes in the run (multi-process runs)")
+flags.DEFINE_integer("process_id", None, "this process's index in [0, num_processes) (multi-process runs)")
 FLAGS = flags.FLAGS
 _OVERRIDES = []  # --config.key=value, filled by the flags parser
 
@@ -21,6 +25,8 @@ def main(argv):
   if not FLAGS.config or not FLAGS.workdir:
     raise app.UsageError("both --config and --workdir are required")
   logging.set_verbosity(logging.WARNING)  # libraries; vam's own progress lines use vam.log
+  from vam import distributed  # pylint: disable=g-import-not-at-top
+  distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)  # before any device use
   config = config_lib.load(FLAGS.config, _OVERRIDES)
   from vam.train import train  # pylint: disable=g-import-not-at-top  (after flags: fast --help)
   train.train(config, FLAGS.workdir, stop_after=FLAGS.stop_after_steps)

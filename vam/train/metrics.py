@@ -53,12 +53,13 @@ def read(path: str) -> list[dict]:
 
 
 def measure_peak_flops(size: int | None = None, dtype=None, min_seconds: float = 1.0, min_repeats: int = 5) -> float:
-  """Best achieved FLOP/s of a square matmul on device 0 (times the device count off CPU).
+  """Best achieved FLOP/s of a square matmul on this process's first device (times the global device count
+  off CPU, where every device is its own chip; forced host-platform CPU devices share the same cores).
 
   Best of at least `min_repeats` runs and `min_seconds` of timing: on a shared machine a single run can land
   on a busy moment, and an underestimated peak would overstate MFU.
   """
-  device = jax.devices()[0]
+  device = jax.local_devices()[0]
   on_cpu = device.platform == "cpu"
   size = size or (2048 if on_cpu else 8192)
   dtype = dtype or (jnp.float32 if on_cpu else jnp.bfloat16)

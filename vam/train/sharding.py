@@ -1,12 +1,14 @@
 """The one place that builds the device mesh and the shardings (DESIGN.md, "Sharding").
 
-Mesh axes come from config as {name: size} in order, e.g. {'data': -1, 'fsdp': 1, 'tensor': 1}; one size
-may be -1 (inferred from the device count). Batches are split over ('data', 'fsdp') on their leading axis.
+Mesh axes come from config as {name: size} in order, e.g. {'data': -1, 'fsdp': 1, 'tensor': 1, 'sequence': 1};
+one size may be -1 (inferred from the device count). Batches are split over ('data', 'fsdp') on their
+leading axis (replicated over `tensor` and `sequence`).
 
 Parameters follow logical-axis rules (the maxtext recipe): `PARAM_AXES` names each dimension of a
 parameter by its path (attention projections: embed x heads, MLP: embed x mlp, ...; a parameter stacked
-by scan-over-layers gets a leading `layers`), and `LOGICAL_RULES` maps logical names to mesh axes (embed
--> fsdp, heads/mlp -> tensor). A dimension that a mesh axis does not divide stays whole. Parameters no rule
+by scan-over-layers gets a leading `layers`), and `partitioning.LOGICAL_RULES` maps logical names to mesh
+axes (embed -> fsdp, heads/mlp -> tensor; the same table places activations, e.g. the video DiT's tokens
+over `sequence`). A dimension that a mesh axis does not divide stays whole. Parameters no rule
 names fall back to shape rules: FSDP splits the largest divisible dimension, tensor the last one of 2-D+
 kernels. The same rules shard optimizer moments, whose paths end with their parameter's path.
 """
@@ -18,7 +20,9 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
-DATA_AXES = ("data", "fsdp")
+from vam.models import partitioning
+
+DATA_AXES = partitioning.DATA_AXES
 
 
 def make_mesh(axes: dict, devices=None) -> Mesh:
@@ -53,7 +57,6 @@ PARAM_AXES = (  # (regex on the '/'-joined path, logical name of each dimension)
     (r"(^|/)(patch_in|patch_out)/kernel$", (None, None)),
     (r"(^|/)embedding$", ("vocab", "embed")),
 )
-LOGICAL_RULES = {"embed": "fsdp", "heads": "tensor", "mlp": "tensor", "vocab": None, "layers": None}
 
 
 def logical_axes(path: str, ndim: int):
@@ -66,20 +69,11 @@ def logical_axes(path: str, ndim: int):
   return None
 
 
-def logical_spec(shape, axes, mesh: Mesh) -> P:
-  spec = []
-  for dim, name in zip(shape, axes):
-    mesh_axis = LOGICAL_RULES.get(name) if name else None
-    size = mesh.shape.get(mesh_axis, 1) if mesh_axis else 1
-    spec.append(mesh_axis if size > 1 and dim % size == 0 and mesh_axis not in spec else None)
-  return P(*spec)
-
-
 def param_spec(shape, mesh: Mesh, path: str = "") -> P:
   """Partition spec of one parameter (see module docstring)."""
   axes = logical_axes(path, len(shape)) if path else None
   if axes is not None:
-    return logical_spec(shape, axes, mesh)
+    return partitioning.spec(shape, axes, dict(mesh.shape))
   spec = [None] * len(shape)
   tensor = mesh.shape.get("tensor", 1)
   if tensor > 1 and len(shape) >= 2 and shape[-1] % tensor == 0:

@@ -35,7 +35,7 @@ from vam import config as config_lib
 from vam import embodiment as embodiment_lib
 from vam import log as log_lib
 from vam.input import pipeline, windows
-from vam.models import registry
+from vam.models import layers, partitioning, registry
 from vam.train import metrics as metrics_lib
 from vam.train import optim, sharding
 
@@ -219,9 +219,14 @@ def calibrate_latents(config, prog, state, ema, loader, host_batch: int, batches
 
 
 def check_batch_size(config, mesh) -> int:
-  """Per-host batch size; the global one must split evenly over hosts and over the data axes."""
+  """Per-host batch size; the global one must split evenly over hosts and over the data axes (per micro-batch
+  with gradient accumulation)."""
   data_parallel = int(np.prod([mesh.shape[a] for a in sharding.DATA_AXES if a in mesh.shape]))
-  for n, what in ((jax.process_count(), "processes"), (data_parallel, "devices on the data axes")):
+  accum = config.get("grad_accum_steps", 1)
+  if accum < 1:
+    raise ValueError(f"config.grad_accum_steps={accum} must be >= 1")
+  for n, what in ((jax.process_count(), "processes"), (data_parallel * accum, "devices on the data axes "
+                                                       f"x {accum} micro-batches (config.grad_accum_steps)")):
     if config.batch_size % n:
       raise ValueError(f"config.batch_size={config.batch_size} is not divisible by the {n} {what} "
                        f"(mesh {dict(mesh.shape)})")
@@ -248,20 +253,41 @@ def state_shardings(abstract_state, abstract_ema, mesh):
   return state, sharding.param_shardings(abstract_ema, mesh)
 
 
-def make_train_step(bind, tx, lr_schedule, ema_decay: float, mask=None):
+def make_train_step(bind, tx, lr_schedule, ema_decay: float, mask=None, accum_steps: int = 1):
   """Pure step: (state, ema, batch) -> (state, ema, metrics). The rng of a step is fold_in(rng, step).
-  `mask` (pytree of bools like the params): parameters outside it get no gradient (frozen)."""
+  `mask` (pytree of bools like the params): parameters outside it get no gradient (frozen).
+  `accum_steps` > 1: the batch is split into that many micro-batches, run one after another (lax.scan) with
+  their gradients averaged before one optimizer update -- the memory of a micro-batch, the update of the
+  whole batch. Micro-batch j holds rows j, j + accum_steps, ..., so every device keeps its own rows."""
+
+  def loss_fn(params, batch, rng):
+    if mask is not None:  # frozen parameters: constants to autodiff, so their gradients are never computed
+      params = jax.tree.map(lambda p, m: p if m else jax.lax.stop_gradient(p), params, mask)
+    return bind(params).loss(batch, rng)
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def accumulated(params, batch, rng):
+    split = lambda x: jnp.swapaxes(x.reshape((x.shape[0] // accum_steps, accum_steps) + x.shape[1:]), 0, 1)
+    micro = jax.tree.map(lambda x: partitioning.constrain(split(x), (None, "batch")), batch)
+
+    def body(total, xs):
+      index, mb = xs
+      out = grad_fn(params, mb, jax.random.fold_in(rng, index))
+      return jax.tree.map(jnp.add, total, out), None
+
+    zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32),
+                         jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micro), rng))
+    total, _ = jax.lax.scan(body, zeros, (jnp.arange(accum_steps), micro))
+    return jax.tree.map(lambda x: x / accum_steps, total)
 
   def train_step(state, ema, batch):
     step = state["step"]
     rng = jax.random.fold_in(state["rng"], step)
-
-    def loss_fn(params):
-      if mask is not None:  # frozen parameters: constants to autodiff, so their gradients are never computed
-        params = jax.tree.map(lambda p, m: p if m else jax.lax.stop_gradient(p), params, mask)
-      return bind(params).loss(batch, rng)
-
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    if accum_steps == 1:
+      (loss, aux), grads = grad_fn(state["params"], batch, rng)
+    else:
+      (loss, aux), grads = accumulated(state["params"], batch, rng)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     ema = optim.ema_update(ema, params, step, ema_decay, mask)
@@ -311,14 +337,17 @@ def build_program(config, space, image_size: int, example_window: dict, mesh) ->
                                             sharding=data_sharding)
                     for k, v in example_window.items() if k in input_keys}
   step = jax.jit(make_train_step(binder, tx, lr_schedule, config.optimizer.ema_decay,
-                                 None if everything_trains else mask),
+                                 None if everything_trains else mask, config.get("grad_accum_steps", 1)),
                  in_shardings=(state_sh, ema_sh, data_sharding), out_shardings=(state_sh, ema_sh, None),
                  donate_argnums=(0, 1))
-  compiled = step.lower(abstract_state, abstract_ema, abstract_batch).compile()
+  with jax.set_mesh(mesh):  # the mesh that activation constraints inside the model refer to
+    compiled = step.lower(abstract_state, abstract_ema, abstract_batch).compile()
   return Program(init=jax.jit(init, out_shardings=(state_sh, ema_sh)), step=compiled,
                  abstract_state=abstract_state, abstract_ema=abstract_ema, state_shardings=state_sh,
                  ema_shardings=ema_sh, data_sharding=data_sharding, abstract_batch=abstract_batch,
-                 flops_per_step=metrics_lib.compiled_flops(compiled),
+                 # a scanned loop's body is costed once: scale by the micro-batches it runs (the optimizer
+                 # update, outside the loop, is then over-counted: negligible next to the forward/backward)
+                 flops_per_step=metrics_lib.compiled_flops(compiled) * config.get("grad_accum_steps", 1),
                  num_params=sum(x.size for x in jax.tree.leaves(abstract_ema)),
                  num_trainable=sum(x.size for x, m in zip(jax.tree.leaves(abstract_ema), jax.tree.leaves(mask)) if m),
                  memory=metrics_lib.describe_memory(compiled), image_size=image_size, input_keys=input_keys,
@@ -353,13 +382,16 @@ def train(config, workdir: str, stop_after: int | None = None) -> dict:
   assets = make_assets(config, space, loader, example, pretrained)
   mesh = sharding.make_mesh(dict(config.mesh))
   host_batch = check_batch_size(config, mesh)
-  logging.info("mesh %s; global batch %d (%d per host); datasets %s", dict(mesh.shape), config.batch_size,
-               host_batch, {e.name: (e.weight, len(s)) for e, s in zip(loader.entries, loader.sources)})
+  logging.info("mesh %s over %d process(es); global batch %d (%d per host, %d micro-batch(es)); compute %s; "
+               "datasets %s", dict(mesh.shape), jax.process_count(), config.batch_size, host_batch,
+               config.get("grad_accum_steps", 1), config.get("compute_dtype", "float32"),
+               {e.name: (e.weight, len(s)) for e, s in zip(loader.entries, loader.sources)})
 
   # ---- Model and train step: abstract init -> shardings -> jitted init; the step compiled ahead of time ----
   prog = build_program(config, space, assets["image_size"], example, mesh)
   state_sh, ema_sh, data_sharding = prog.state_shardings, prog.ema_shardings, prog.data_sharding
-  peak = metrics_lib.measure_peak_flops()
+  dtype = config.get("compute_dtype", "float32")
+  peak = metrics_lib.measure_peak_flops(dtype=None if dtype == "float32" else layers.COMPUTE_DTYPES[dtype])
   if config.model.get("dit", {}).get("scan_layers", False):
     logging.warning("model.dit.scan_layers: XLA's cost analysis counts the layer loop once, so the logged FLOPs "
                     "and MFU are too low by about the depth (benchmarks.video_dit measures unscanned)")
@@ -374,11 +406,19 @@ def train(config, workdir: str, stop_after: int | None = None) -> dict:
   latest = mngr.latest_step()
   if latest is not None:
     checkpoints.check_compatible(checkpoints.read_assets(mngr, latest), assets, f"{mngr.directory}/{latest}")
-    restored = mngr.restore(latest, args=ocp.args.Composite(**{
+    items = {  # arrays restored onto this run's mesh, whatever mesh and process count wrote them
         checkpoints.STATE: ocp.args.StandardRestore(checkpoints.abstract_like(prog.abstract_state, state_sh)),
-        checkpoints.EMA: ocp.args.StandardRestore(checkpoints.abstract_like(prog.abstract_ema, ema_sh)),
-        checkpoints.DATA: grain.checkpoint.CheckpointRestore(data_iter)}))
+        checkpoints.EMA: ocp.args.StandardRestore(checkpoints.abstract_like(prog.abstract_ema, ema_sh))}
+    same_hosts = checkpoints.has_data_state(mngr, latest, jax.process_index(), jax.process_count())
+    if same_hosts:
+      items[checkpoints.DATA] = grain.checkpoint.CheckpointRestore(data_iter)
+    restored = mngr.restore(latest, args=ocp.args.Composite(**items))
     state, ema = restored[checkpoints.STATE], restored[checkpoints.EMA]
+    if not same_hosts:  # each host's position is only meaningful for the sharding that wrote it
+      logging.warning("checkpoint %d was written by a different number of processes: the data iterators start "
+                      "afresh for %d process(es) (seed %d + step)", latest, jax.process_count(), config.seed)
+      data_iter = iter(loader.dataset(host_batch, seed=config.seed + latest, workers=config.data.workers,
+                                      prefetch_buffer=config.data.prefetch))
     logging.info("resumed from %s/%d", mngr.directory, latest)
   else:
     state, ema = prog.init(jax.random.PRNGKey(config.seed))

@@ -1,0 +1,35 @@
+"""Random training windows with the shapes a config expects: benchmarks time compiled steps without
+datasets (the compute does not depend on the values)."""
+
+import numpy as np
+
+from vam.input import windows
+from vam.models import registry
+
+
+def window(config, space, image_size: int, embodiment: str = "arm6") -> dict:
+  """One window (no batch axis): frames, instruction, proprio, an `embodiment` action chunk with its masks, and
+  -- for models with a video autoencoder -- stored context/future latents."""
+  d = config.data
+  rng = np.random.default_rng(0)
+  mask = np.zeros((d.action_horizon, space.dim), bool)
+  mask[:, space.embodiment_mask(embodiment)] = True
+  out = dict(
+      images=rng.integers(0, 255, (d.context_frames, image_size, image_size, 3), np.uint8),
+      instruction=windows.encode_instruction("pick up the red cube and place it on the green pad"),
+      embodiment_id=np.int32(space.embodiments.index(embodiment)),
+      proprio=rng.normal(size=(d.proprio_dim,)).astype(np.float32),
+      actions=rng.normal(size=(d.action_horizon, space.dim)).astype(np.float32),
+      action_mask=mask, mapped_mask=np.zeros_like(mask))
+  if registry.check_name(config) in ("video_dit", "vam"):
+    ae = registry.autoencoder_config(registry.video_section(config).model)
+    size = image_size // ae.spatial_factor
+    latents = lambda n: rng.normal(size=(n, size, size, ae.latent_channels)).astype(np.float32)
+    out.update(context_latents=latents(d.context_frames), future_latents=latents(d.future_frames),
+               future_mask=np.ones((d.future_frames,), bool))
+  return out
+
+
+def batch(example: dict, keys, batch_size: int) -> dict:
+  """`batch_size` copies of the window's `keys`, stacked on a leading axis."""
+  return {k: np.stack([example[k]] * batch_size) for k in keys}
