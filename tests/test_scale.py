@@ -170,8 +170,10 @@ def test_video_dit_steps_match_across_mesh_shapes_remat_and_accumulation():
   reference, state, prog = _video_losses({"data": 8, "fsdp": 1, "tensor": 1, "sequence": 1})
   assert np.all(np.isfinite(reference)) and reference[1] != reference[0]
   for axes in ({"data": 2, "fsdp": 2, "tensor": 2, "sequence": 1}, {"data": 2, "fsdp": 1, "tensor": 1, "sequence": 4}):
-    losses, other, _ = _video_losses(axes)
+    losses, other, other_prog = _video_losses(axes)
     np.testing.assert_allclose(losses, reference, rtol=2e-4, err_msg=str(axes))
+    # FLOPs are counted for all devices together, whatever the split (XLA's cost analysis is per device).
+    assert 0.8 < other_prog.flops_per_step / prog.flops_per_step < 1.25, (axes, other_prog.flops_per_step)
     for x, y in zip(jax.tree.leaves(state["params"]), jax.tree.leaves(other["params"])):
       np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=2e-3, atol=2e-5)
   remat, _, _ = _video_losses({"data": 8, "fsdp": 1, "tensor": 1, "sequence": 1}, **{"model.dit.remat": "dots"})
@@ -236,3 +238,14 @@ def test_cluster_launchers_only_start_vam_entry_points():
   topo = distributed.topology(dict(VAM_COORDINATOR_ADDRESS=env["VAM_COORDINATOR_ADDRESS"],
                                    VAM_NUM_PROCESSES=env["VAM_NUM_PROCESSES"], JOB_COMPLETION_INDEX="1"))
   assert topo.process_id == 1 and topo.num_processes == job["parallelism"]
+
+
+def test_memory_knobs_may_change_on_resume_shapes_may_not():
+  saved = dict(config=dict(model=dict(name="video_dit", dit=dict(width=32, remat="none")), compute_dtype="float32",
+                           grad_accum_steps=1, mesh=dict(data=8)))
+  current = dict(config=dict(model=dict(name="video_dit", dit=dict(width=32, remat="dots")),
+                             compute_dtype="bfloat16", grad_accum_steps=4, mesh=dict(data=2, fsdp=4)))
+  checkpoints.check_compatible(saved, current, "W/checkpoints/4")
+  current["config"]["model"]["dit"]["width"] = 64
+  with pytest.raises(checkpoints.CheckpointError, match=r"config\.model\.dit\.width: checkpoint has 32"):
+    checkpoints.check_compatible(saved, current, "W/checkpoints/4")

@@ -25,6 +25,8 @@ ITEMS = (STATE, EMA, DATA, ASSETS)
 # Config groups that fix the parameter and batch shapes: a checkpoint only resumes under equal values.
 SHAPE_KEYS = ("model", "data.context_frames", "data.future_frames", "data.action_horizon", "data.proprio_dim",
               "data.embodiments", "optimizer.name")
+# ... except these, which change how the step runs, not what it holds (memory knobs may differ on resume).
+RUNTIME_KEYS = ("model.dit.remat",)
 
 
 class CheckpointError(ValueError):
@@ -81,6 +83,7 @@ def check_compatible(saved: dict, current: dict, where: str) -> None:
   problems = []
   for key in SHAPE_KEYS:
     problems += _diff(_get(saved["config"], key), _get(current["config"], key), f"config.{key}")
+  problems = [p for p in problems if not p.startswith(tuple(f"config.{k}:" for k in RUNTIME_KEYS))]
   if saved.get("action_space") != current.get("action_space"):
     problems.append("action_space: the unified action layout differs (embodiments or slot sizes)")
   if saved.get("autoencoder_fingerprint") != current.get("autoencoder_fingerprint"):

@@ -88,8 +88,9 @@ def compiled_flops(compiled) -> float:
 
 
 def compiled_device_count(compiled) -> int:
+  """Devices a compiled program runs on (XLA's cost analysis of an SPMD program is per device)."""
   try:
-    return len(compiled.input_shardings[0][0].device_set)
+    return len(jax.tree.leaves(compiled.input_shardings)[0].device_set)
   except Exception:  # pylint: disable=broad-except
     return 1
 
