@@ -172,8 +172,10 @@ def test_video_dit_steps_match_across_mesh_shapes_remat_and_accumulation():
   for axes in ({"data": 2, "fsdp": 2, "tensor": 2, "sequence": 1}, {"data": 2, "fsdp": 1, "tensor": 1, "sequence": 4}):
     losses, other, other_prog = _video_losses(axes)
     np.testing.assert_allclose(losses, reference, rtol=2e-4, err_msg=str(axes))
-    # FLOPs are counted for all devices together, whatever the split (XLA's cost analysis is per device).
-    assert 0.8 < other_prog.flops_per_step / prog.flops_per_step < 1.25, (axes, other_prog.flops_per_step)
+    # FLOPs count all devices together (XLA's cost analysis is per device): about equal for a data x fsdp x
+    # tensor split; over `sequence`, work that is not per token (conditioning, text) repeats on every device.
+    ratio = other_prog.flops_per_step / prog.flops_per_step
+    assert (0.8 < ratio < 1.25) if axes["sequence"] == 1 else ratio >= 0.99, (axes, ratio)
     for x, y in zip(jax.tree.leaves(state["params"]), jax.tree.leaves(other["params"])):
       np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=2e-3, atol=2e-5)
   remat, _, _ = _video_losses({"data": 8, "fsdp": 1, "tensor": 1, "sequence": 1}, **{"model.dit.remat": "dots"})

@@ -112,7 +112,8 @@ def resolve_pretrained(config) -> Pretrained:
           continue  # e.g. `dit.*` for a model without a DiT of its own
         node_from, node_to = (config.model[section], saved[section]) if section else (config.model, saved)
         if leaf in node_from:
-          node_to[leaf] = node_from[leaf]
+          with node_to.ignore_type():  # e.g. remat: a bool in older runs, a policy name now
+            node_to[leaf] = node_from[leaf]
       config.model = saved
     _adopt_data_shape(config, assets["config"]["data"], init_from)
     params[""], sources[""] = p, f"{os.path.abspath(init_from)}@{step}"
