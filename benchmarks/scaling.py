@@ -41,10 +41,8 @@ def layouts(n: int) -> dict:
 
 def measure(mesh_axes: dict) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   from benchmarks import synthetic  # pylint: disable=g-import-not-at-top
   from vam import config as config_lib, embodiment  # pylint: disable=g-import-not-at-top
-  from vam.input import pipeline  # pylint: disable=g-import-not-at-top
   from vam.train import metrics, sharding, train  # pylint: disable=g-import-not-at-top
 
   config = config_lib.load(f"experiments/video_pretrain.py:{FLAGS.size}")
@@ -58,17 +56,7 @@ def measure(mesh_axes: dict) -> dict:
   example = synthetic.window(config, space, 64)
   mesh = sharding.make_mesh(mesh_axes)
   prog = train.build_program(config, space, 64, example, mesh)
-  batch = pipeline.to_global(synthetic.batch(example, prog.input_keys, config.batch_size), prog.data_sharding)
-  state, ema = prog.init(jax.random.PRNGKey(0))
-  state, ema, m = prog.step(state, ema, batch)
-  jax.block_until_ready(m)
-  times = []
-  for _ in range(FLAGS.steps):
-    t = time.perf_counter()
-    state, ema, m = prog.step(state, ema, batch)
-    jax.block_until_ready(m)
-    times.append(time.perf_counter() - t)
-  step_time = float(np.median(times))
+  step_time = synthetic.median_step_time(prog, example, config.batch_size, FLAGS.steps)
   peak = metrics.measure_peak_flops()
   return dict(devices=jax.device_count(), mesh=mesh_axes, step_time_s=step_time,
               examples_per_s=config.batch_size / step_time, flops_per_step=prog.flops_per_step,

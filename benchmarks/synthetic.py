@@ -33,3 +33,22 @@ def window(config, space, image_size: int, embodiment: str = "arm6") -> dict:
 def batch(example: dict, keys, batch_size: int) -> dict:
   """`batch_size` copies of the window's `keys`, stacked on a leading axis."""
   return {k: np.stack([example[k]] * batch_size) for k in keys}
+
+
+def median_step_time(prog, example: dict, batch_size: int, steps: int) -> float:
+  """Median seconds of `prog`'s compiled train step (a vam.train Program) on a resident batch of `example`
+  copies, after one untimed step (one-off costs)."""
+  import time  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from vam.input import pipeline  # pylint: disable=g-import-not-at-top
+  device_batch = pipeline.to_global(batch(example, prog.input_keys, batch_size), prog.data_sharding)
+  state, ema = prog.init(jax.random.PRNGKey(0))
+  state, ema, m = prog.step(state, ema, device_batch)
+  jax.block_until_ready(m)
+  times = []
+  for _ in range(steps):
+    t = time.perf_counter()
+    state, ema, m = prog.step(state, ema, device_batch)
+    jax.block_until_ready(m)
+    times.append(time.perf_counter() - t)
+  return float(np.median(times))

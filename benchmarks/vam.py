@@ -52,7 +52,6 @@ def main(argv):
   import numpy as np  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from vam import embodiment  # pylint: disable=g-import-not-at-top
-  from vam.input import pipeline  # pylint: disable=g-import-not-at-top
   from vam.models import registry  # pylint: disable=g-import-not-at-top
   from vam.train import metrics, sharding, train  # pylint: disable=g-import-not-at-top
 
@@ -69,17 +68,7 @@ def main(argv):
     example = synthetic.window(config, space, FLAGS.image_size)
     mesh = sharding.make_mesh(dict(config.mesh))
     prog = train.build_program(config, space, FLAGS.image_size, example, mesh)
-    batch = pipeline.to_global(synthetic.batch(example, prog.input_keys, config.batch_size), prog.data_sharding)
-    state, ema = prog.init(jax.random.PRNGKey(0))
-    state, ema, m = prog.step(state, ema, batch)
-    jax.block_until_ready(m)
-    times = []
-    for _ in range(FLAGS.steps):
-      t = time.perf_counter()
-      state, ema, m = prog.step(state, ema, batch)
-      jax.block_until_ready(m)
-      times.append(time.perf_counter() - t)
-    step_time = float(np.median(times))
+    step_time = synthetic.median_step_time(prog, example, config.batch_size, FLAGS.steps)
     res["train"][size] = dict(decoder=DECODERS[size], params=prog.num_params, trainable=prog.num_trainable,
                               batch_size=config.batch_size, flops_per_step=prog.flops_per_step,
                               step_time_s=step_time, examples_per_s=config.batch_size / step_time,

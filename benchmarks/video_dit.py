@@ -31,10 +31,7 @@ BATCH = dict(tiny=16, quickstart=16, small=4, base=2)
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   from vam import embodiment  # pylint: disable=g-import-not-at-top
-  from vam.input import pipeline  # pylint: disable=g-import-not-at-top
   from vam.train import metrics, sharding, train  # pylint: disable=g-import-not-at-top
 
   peak = metrics.measure_peak_flops()
@@ -53,17 +50,7 @@ def main(argv):
     t = time.perf_counter()
     prog = train.build_program(config, space, FLAGS.image_size, example, mesh)
     compile_s = time.perf_counter() - t
-    batch = pipeline.to_global(synthetic.batch(example, prog.input_keys, config.batch_size), prog.data_sharding)
-    state, ema = prog.init(jax.random.PRNGKey(0))
-    state, ema, m = prog.step(state, ema, batch)
-    jax.block_until_ready(m)
-    times = []
-    for _ in range(FLAGS.steps):
-      t = time.perf_counter()
-      state, ema, m = prog.step(state, ema, batch)
-      jax.block_until_ready(m)
-      times.append(time.perf_counter() - t)
-    step_time = float(np.median(times))
+    step_time = synthetic.median_step_time(prog, example, config.batch_size, FLAGS.steps)
     tokens = (config.data.context_frames + config.data.future_frames) * (FLAGS.image_size // config.model.autoencoder.patch // config.model.dit.patch) ** 2
     res[size] = dict(params=prog.num_params, trainable=prog.num_trainable, batch_size=config.batch_size, tokens=tokens,
                      flops_per_step=prog.flops_per_step, step_time_s=step_time, examples_per_s=config.batch_size / step_time,
