@@ -13,9 +13,12 @@ def data(context_frames: int = 2, future_frames: int = 0, mixture=None) -> ml_co
   d.embodiments = ["human_hand", "arm6", "gantry"]  # the unified action space's slots, in order
   d.context_frames = context_frames  # H_o (latent frames for video models)
   d.future_frames = future_frames  # H_f (the video model's targets; 0 for policies)
-  d.action_horizon = 8  # H_a
+  d.action_horizon = 16  # H_a (the closed loop executes eval.replan_every of them)
   d.proprio_dim = 17  # the widest proprio in the mixture (arm6: 17)
-  d.norm_mode = "quantile"  # quantile | mean_std (vam/input/normalize.py)
+  d.norm_mode = "quantile"  # quantile | mean_std (vam/embodiment.py Normalizer)
+  d.norm_per_step = False  # action statistics per chunk step (the next step's motion at full resolution)
+  d.pad = "repeat"  # chunk steps past an episode's end: repeat its last action (hold) | mask
+  d.balance = "task"  # task: every (embodiment, task) of a dataset equally likely | window: by episode length
   d.use_latents = False  # read latents precomputed by python -m vam.train.latents instead of encoding frames
   d.workers = 0  # grain worker processes (0: load in the training process)
   d.prefetch = 2
@@ -24,7 +27,7 @@ def data(context_frames: int = 2, future_frames: int = 0, mixture=None) -> ml_co
 
 
 def mapping(directions=()) -> ml_collections.ConfigDict:
-  """`config.data.mapping`: mutual imitation (vam/embodiment.py `Mapping`); no directions = off."""
+  """`config.data.mapping`: mutual imitation (vam/mapping.py `Mapping`); no directions = off."""
   m = ml_collections.ConfigDict()
   m.directions = list(directions)  # human_to_robot and/or robot_to_human
   m.frame_rotation = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]  # R_h, row-major
@@ -35,6 +38,21 @@ def mapping(directions=()) -> ml_collections.ConfigDict:
   return m
 
 
+def image_encoder(tiny: bool = False, kind: str = "conv") -> dict:
+  """`config.model.encoder` of the image policies (vam/models/encoders.py): `conv` (ResNet-style with GroupNorm,
+  spatial-softmax keypoints, random-shift augmentation) or `vit`, and the instruction encoder's sizes."""
+  return dict(kind=kind, width=32 if tiny else 128, depth=1 if tiny else 2, heads=2 if tiny else 4,
+              patch=16 if tiny else 8, channels=[8, 16] if tiny else [32, 64, 128], groups=4 if tiny else 8,
+              readout="keypoints", keypoints=8 if tiny else 32, shift=4, text_len=32 if tiny else 64, text_depth=1)
+
+
+def decoder(tiny: bool = False, global_cond: bool = False, gate_init: float = 0.0) -> dict:
+  """`config.model.decoder`: the flow-matching action decoder's sizes (vam/models/action_decoder.py)."""
+  return dict(width=32 if tiny else 128, depth=1 if tiny else 3, heads=2 if tiny else 4, mlp_ratio=4,
+              time_dim=32 if tiny else 128, bilinear_rank=4 if tiny else 16, global_cond=global_cond,
+              gate_init=gate_init)
+
+
 def vam_model(tiny: bool, video_workdir: str = "out/demo/video") -> ml_collections.ConfigDict:
   """`config.model` of the video-action model (vam/models/vam.py) on a frozen video model from `video_workdir`."""
   m = ml_collections.ConfigDict()
@@ -43,8 +61,7 @@ def vam_model(tiny: bool, video_workdir: str = "out/demo/video") -> ml_collectio
   m.video_step = 0  # 0: its newest checkpoint
   m.video = ml_collections.ConfigDict()  # adopted from the video run at start
   m.layer = 2 if tiny else 3  # k (METHOD.md: ~2/3 of the depth; the quickstart DiT has 4 blocks)
-  m.decoder = dict(width=32 if tiny else 128, depth=1 if tiny else 3, heads=2 if tiny else 4, mlp_ratio=4,
-                   time_dim=32 if tiny else 128, bilinear_rank=4 if tiny else 16)
+  m.decoder = decoder(tiny)
   m.tau_v_sampler = "uniform"  # training distribution of tau_v (independent of tau_a)
   m.proprio_dropout = 0.2
   m.action_time_sampler = "sqrt"

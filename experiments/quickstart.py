@@ -28,10 +28,8 @@ def get_config(variant=None):
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "image_baseline"
-  c.model.encoder = dict(width=32 if tiny else 128, depth=1 if tiny else 2, heads=2 if tiny else 4,
-                         patch=16 if tiny else 8, text_len=32 if tiny else 64, text_depth=1)
-  c.model.decoder = dict(width=32 if tiny else 128, depth=1 if tiny else 3, heads=2 if tiny else 4, mlp_ratio=4,
-                         time_dim=32 if tiny else 128, bilinear_rank=4 if tiny else 16)
+  c.model.encoder = common.image_encoder(tiny)
+  c.model.decoder = common.decoder(tiny)
   c.model.proprio_dropout = 0.2
   c.model.action_time_sampler = "sqrt"
   c.model.sample_steps = 10

@@ -77,7 +77,9 @@ def test_eval_restores_in_a_separate_process_and_writes_the_report(trained, tmp_
   for c in ev["cells"]:
     assert c["episodes"] == 2 and len(c["seeds"]) == 2 and 0 <= c["ci95"][0] <= c["success_rate"] <= c["ci95"][1] <= 1
   assert 0 <= ev["means"]["overall"] <= 1 and set(ev["means"]["by_task"]) == {"reach", "push"}
-  assert ev["offline"]["arm6_joints"]["entries"] > 0 and ev["offline"]["arm6_joints"]["rmse_native"] > 0
+  offline = ev["offline"]["arm6_joints"]
+  assert offline["entries"] > 0 and offline["rmse_native"] > 0
+  assert offline["hold_rmse_native"] > 0 and offline["last_rmse_native"] > 0  # the references beside it
   assert len(ev["videos"]) == 2 and all(os.path.getsize(v["path"]) > 1000 for v in ev["videos"])
   assert all(("success" in v["label"]) != ("failure" in v["label"]) for v in ev["videos"])
   assert "<table>" in open(os.path.join(out, "report.html")).read()
@@ -121,10 +123,12 @@ def test_bad_checkpoints_give_clear_errors(trained, tmp_path):
   shutil.copytree(trained, broken)
   assets = os.path.join(broken, "checkpoints", "4", "assets", "metadata")
   meta = json.load(open(assets))
-  meta["format"] = "vam-checkpoint-v0"
+  meta["format"] = "vam-checkpoint-v1"  # written before actions became relative: refused, and why
   json.dump(meta, open(assets, "w"))
-  with pytest.raises(checkpoints.CheckpointError, match="format 'vam-checkpoint-v0'"):
+  with pytest.raises(checkpoints.CheckpointError, match="format 'vam-checkpoint-v1' .absolute joint-target.*retrain"):
     restore.load(broken, 4)
+  with pytest.raises(checkpoints.CheckpointError, match="format 'vam-checkpoint-v1'"):
+    checkpoints.restore_params(broken, 4)  # the one restore that fine-tuning and frozen parts use, too
   shutil.rmtree(os.path.join(broken, "checkpoints", "4", "assets"))
   with pytest.raises(checkpoints.CheckpointError, match="has no 'assets' item"):
     restore.load(broken, 4)

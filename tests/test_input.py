@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from vam import embodiment as embodiment_lib
-from vam.input import normalize, pipeline, windows
+from vam.input import pipeline, windows
 
-SPEC = windows.WindowSpec(context_frames=3, future_frames=2, action_horizon=6, proprio_dim=17)
+SPEC = windows.WindowSpec(context_frames=3, future_frames=2, action_horizon=6, proprio_dim=17, pad="mask")
 
 
 @pytest.fixture
@@ -16,10 +16,10 @@ def data_dir(tiny_data_dir):
   return tiny_data_dir
 
 
-def _pipeline(data_dir, weights=(0.5, 0.5)):
+def _pipeline(data_dir, weights=(0.5, 0.5), spec=SPEC, balance="task"):
   entries = [pipeline.DatasetEntry("sim_robot", f"{data_dir}/sim_robot/1.0.0", weights[0]),
              pipeline.DatasetEntry("sim_human", f"{data_dir}/sim_human/1.0.0", weights[1])]
-  return pipeline.InputPipeline(entries, SPEC, embodiment_lib.ActionSpace())
+  return pipeline.InputPipeline(entries, spec, embodiment_lib.ActionSpace(), balance=balance)
 
 
 @pytest.mark.slow
@@ -39,6 +39,14 @@ def test_window_shapes_and_boundary_masks(data_dir):
   assert windows.decode_instruction(first["instruction"])
   human = p.sources[1][0]
   assert (human["action_mask"][0] == p.space.embodiment_mask("human_hand")).all()
+  # Padding by repetition (the default): steps past the end hold the last action and are trained on.
+  rep = _pipeline(data_dir, spec=windows.WindowSpec(3, 2, 6, 17))
+  tail = rep.sources[0][T - 1]  # the last step has a window of its own
+  assert tail["action_mask"].any(axis=-1).all()
+  joints = rep.space.slots["arm6_joints"].slice
+  ep = rep.episodes[0].episode(0)
+  held = rep.normalizer.normalize_actions("arm6", windows.unified_chunk(ep, T - 1, 6, rep.space)[0])
+  np.testing.assert_allclose(tail["actions"][:, joints], np.repeat(held[:1, joints], 6, 0), atol=1e-6)
 
 
 @pytest.mark.slow
@@ -47,12 +55,42 @@ def test_normalisation_round_trip_exact(data_dir):
   ep = p.episodes[0].episode(0)
   chunk, mask, mapped = windows.unified_chunk(ep, 1, 6, p.space)
   assert not mapped.any()
-  for mode in normalize.MODES:
-    n = normalize.Normalizer(p.stats, p.space, 17, mode)
+  for mode in embodiment_lib.NORM_MODES:
+    n = embodiment_lib.Normalizer.from_stats(p.stats, p.space, 17, mode)
     back = n.denormalize_actions("arm6", n.normalize_actions("arm6", chunk))
     np.testing.assert_allclose(back[mask], chunk[mask], rtol=1e-5, atol=1e-6)
   normed = p.normalizer.normalize_actions("arm6", chunk)[mask]
   assert np.abs(normed).max() < 5  # quantile scaling keeps the data near [-1, 1]
+
+
+@pytest.mark.slow
+def test_joint_slot_holds_deltas_and_references(data_dir):
+  p = _pipeline(data_dir)
+  ep = p.episodes[0].episode(0)
+  chunk, _, _ = windows.unified_chunk(ep, 2, 6, p.space)
+  joints = p.space.slots["arm6_joints"].slice
+  np.testing.assert_allclose(chunk[:, joints][:, :6], ep["action"][2:8, :6] - ep["state"][2, :6], atol=1e-6)
+  refs = windows.reference_chunks(ep, 2, 6, p.space)
+  np.testing.assert_allclose(refs["hold"][:, joints][:, :6], 0.0)  # hold: zero deltas
+  np.testing.assert_allclose(refs["last"][:, joints][:, :6], np.repeat(ep["action"][1:2, :6] - ep["state"][2, :6], 6, 0),
+                             atol=1e-6)
+  eef = p.space.slots["arm6_eef"].slice
+  np.testing.assert_allclose(refs["hold"][:, eef][:, :9], [[0, 0, 0, 1, 0, 0, 0, 1, 0]] * 6, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_tasks_are_sampled_by_weight_not_by_length(data_dir):
+  """Reach episodes are short, push ones long: balanced by task, both are drawn about equally often."""
+  p = _pipeline(data_dir, weights=(1.0, 0.0))
+  task = lambda prov: p.episodes[0].task[prov[1]]
+  it = iter(p.dataset(batch_size=64, seed=0))
+  drawn = [task(x) for _ in range(4) for x in next(it)["provenance"]]
+  assert abs(drawn.count("reach") / len(drawn) - 0.5) < 0.1
+  windows_reach = sum(task(tuple(x)) == "reach" for x in [(0, e, 0) for e, _ in p.sources[0].index])
+  assert windows_reach / len(p.sources[0]) < 0.4  # by length, reach would be rare
+  by_window = iter(_pipeline(data_dir, weights=(1.0, 0.0), balance="window").dataset(batch_size=64, seed=0))
+  drawn = [task(x) for _ in range(4) for x in next(by_window)["provenance"]]
+  assert drawn.count("reach") / len(drawn) < 0.4
 
 
 @pytest.mark.slow

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, experiment_config
-from vam import checkpoints, embodiment
+from vam import checkpoints, embodiment, mapping
 from vam.input import pipeline, sources, windows
 from vam.sim.embodiments import human_hand
 from vam.train import metrics as metrics_lib
 from vam.train import train as train_lib
 
-MAPPING = embodiment.Mapping()  # absolute origin: the simulated hand shares the robots' world frame
+MAPPING = mapping.Mapping()  # absolute origin: the simulated hand shares the robots' world frame
 SPACE_NAMES = ["human_hand", "arm6"]  # the tiny robot dataset has arm6 only
 
 
@@ -43,32 +43,34 @@ def test_mappings_agree_with_the_simulator(tiny_data_dir):
   robot, hand = _episodes(tiny_data_dir, "sim_robot"), _episodes(tiny_data_dir, "sim_human")
   pairs = [k for k in robot if k in hand and k[0] == "reach"]
   assert pairs, "the tiny datasets should share reach scenes between arm6 and the hand"
-  kin = embodiment._kinematics("arm6")  # pylint: disable=protected-access
+  kin = mapping._kinematics("arm6")  # pylint: disable=protected-access
   arm = kin.emb.chain(6)
   for key in pairs:
     er, eh = robot[key], hand[key]
-    to_robot = embodiment.human_to_robot(eh["hand_keypoints"], "arm6", MAPPING)
+    to_robot = mapping.human_to_robot(eh["hand_keypoints"], "arm6", MAPPING)
     assert np.linalg.norm(to_robot["eef"][-1, :3] - er["eef"][-1, :3]) < 0.03, key
-    to_hand = embodiment.robot_to_human(er["eef"], er["action"], "arm6", MAPPING)
+    to_hand = mapping.robot_to_human(er["eef"], er["action"], "arm6", MAPPING)
     assert np.linalg.norm(_hand_grasp_point(to_hand["hand_keypoints"])[-1]
                           - _hand_grasp_point(eh["hand_keypoints"])[-1]) < 0.03, key
     # IK: forward kinematics of the mapped joint targets (action t -> pose t + 1) reproduce the mapped poses.
     nxt = np.minimum(np.arange(len(to_robot["eef"])) + 1, len(to_robot["eef"]) - 1)
     fk = np.array([base.site_position(kin.model, arm, q) for q in to_robot["action"][:, :6]])
     assert np.abs(fk - to_robot["eef"][nxt, :3]).max() < 0.01, key
+    fk_now = np.array([base.site_position(kin.model, arm, q) for q in to_robot["state"][:, :6]])
+    assert np.abs(fk_now - to_robot["eef"][:, :3]).max() < 0.01, key  # where joint deltas start
     # robot -> hand -> robot is the identity on poses; the gripper command survives the trip.
-    back = embodiment.human_to_robot(to_hand["hand_keypoints"], "arm6", MAPPING)
+    back = mapping.human_to_robot(to_hand["hand_keypoints"], "arm6", MAPPING)
     np.testing.assert_allclose(back["eef"], er["eef"], atol=1e-4)
     assert np.abs(back["action"][:-1, -1] - er["action"][:-1, -1]).max() < 0.15
   # Relative origin (METHOD.md) with a rotated frame: the robot's displacements are the hand's, rotated.
   r_z = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
-  rel = embodiment.Mapping(origin="relative", frame_rotation=tuple(r_z.ravel()))
+  rel = mapping.Mapping(origin="relative", frame_rotation=tuple(r_z.ravel()))
   kp = hand[pairs[0]]["hand_keypoints"]
-  mapped = embodiment.human_to_robot(kp, "gantry", rel)["eef"][:, :3]
+  mapped = mapping.human_to_robot(kp, "gantry", rel)["eef"][:, :3]
   anchor = _hand_grasp_point(kp)
   np.testing.assert_allclose(mapped - mapped[0], (anchor - anchor[0]) @ r_z.T, atol=1e-5)
   with pytest.raises(ValueError, match="frame_rotation"):
-    embodiment.Mapping(frame_rotation=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, -1.0))
+    mapping.Mapping(frame_rotation=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, -1.0))
 
 
 def test_windows_carry_mapped_slots_and_masks(tiny_data_dir):
@@ -78,7 +80,7 @@ def test_windows_carry_mapped_slots_and_masks(tiny_data_dir):
                             proprio_dim=config.data.proprio_dim)
   entries = pipeline.entries_from_config(tiny_data_dir, config.data)
   loader = pipeline.InputPipeline(entries, spec, space, mapping=MAPPING)
-  own_only = pipeline.InputPipeline(entries, spec, space, mapping=embodiment.Mapping(directions=("human_to_robot",)))
+  own_only = pipeline.InputPipeline(entries, spec, space, mapping=mapping.Mapping(directions=("human_to_robot",)))
   for src, src_h2r in zip(loader.sources, own_only.sources):
     w, ep = src[3], src._episode(int(src.index[3][0]))  # pylint: disable=protected-access
     name = ep["embodiment"]

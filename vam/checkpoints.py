@@ -19,7 +19,10 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-FORMAT = "vam-checkpoint-v1"
+# v2: relative actions (joint-target deltas, vam/embodiment.py). Older checkpoints are refused: their action
+# slots meant something else (absolute joint targets), so a policy restored from one would act wrongly.
+FORMAT = "vam-checkpoint-v2"
+OLD_FORMATS = {"vam-checkpoint-v1": "absolute joint-target actions; this vam executes relative actions: retrain it"}
 STATE, EMA, DATA, ASSETS = "state", "ema_params", "data", "assets"
 ITEMS = (STATE, EMA, DATA, ASSETS)
 # Config groups that fix the parameter and batch shapes: a checkpoint only resumes under equal values.
@@ -55,8 +58,9 @@ def read_assets(mngr: ocp.CheckpointManager, step: int) -> dict:
     raise CheckpointError(f"checkpoint {os.path.dirname(path)} has no {ASSETS!r} item (not written by vam.train)")
   assets = mngr.restore(step, args=ocp.args.Composite(**{ASSETS: ocp.args.JsonRestore()}))[ASSETS]
   if assets.get("format") != FORMAT:
-    raise CheckpointError(f"checkpoint {os.path.dirname(path)}: format {assets.get('format')!r}, "
-                          f"this version of vam reads {FORMAT!r}")
+    why = OLD_FORMATS.get(assets.get("format"), "")
+    raise CheckpointError(f"checkpoint {os.path.dirname(path)}: format {assets.get('format')!r}"
+                          f"{' (' + why + ')' if why else ''}, this version of vam reads {FORMAT!r}")
   return assets
 
 
@@ -109,24 +113,47 @@ def abstract_like(tree, shardings=None):
 
 
 
-def restore_params(workdir: str, step: int | None = None) -> tuple[dict, dict, int]:
-  """(EMA params on the first device, assets, step) of a finished checkpoint, whatever mesh wrote it: what a
-  run that starts from a pretrained model (a frozen autoencoder, a video model to fine-tune) loads."""
-  mngr = manager(workdir, read_only=True) if os.path.isdir(directory(workdir)) else None
-  steps = sorted(mngr.all_steps()) if mngr is not None else []
+def finished_steps(workdir: str) -> list[int]:
+  """Steps of `workdir` whose every item is committed (orbax renames a step's temporary folder when it is
+  complete, and the manager lists renamed steps only)."""
+  if not os.path.isdir(directory(workdir)):
+    raise CheckpointError(f"workdir {workdir!r} has no checkpoints ({directory(workdir)} does not exist); "
+                          "train first with python -m vam.train")
+  return sorted(manager(workdir, read_only=True).all_steps())
+
+
+def step_and_assets(workdir: str, step: int | None = None) -> tuple[int, dict]:
+  """`step` (default: the newest finished one) of `workdir`, checked to exist, and its assets."""
+  steps = finished_steps(workdir)
   if not steps:
-    raise CheckpointError(f"workdir {workdir!r} has no finished checkpoint (train it first with python -m vam.train)")
+    raise CheckpointError(f"workdir {workdir!r} has no finished checkpoint in {directory(workdir)} (train it first "
+                          "with python -m vam.train)")
   step = steps[-1] if step is None else int(step)
   if step not in steps:
-    raise CheckpointError(f"workdir {workdir!r} has no finished checkpoint of step {step}; finished: {steps}")
-  assets = read_assets(mngr, step)
-  path = os.path.join(str(mngr.directory), str(step), EMA)
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  if not os.path.isdir(path):
+    raise CheckpointError(f"workdir {workdir!r} has no finished checkpoint of step {step}; finished steps: {steps}")
+  return step, read_assets(manager(workdir, read_only=True), step)
+
+
+def restore_params(workdir: str, step: int | None = None, abstract=None) -> tuple[dict, dict, int]:
+  """The one way to load a trained model's parameters: (EMA params, assets, step) of a finished checkpoint,
+  whatever mesh or process count wrote it. Used by evaluation, fine-tuning (`init_from`), the frozen parts of
+  a model (autoencoder, video model) and anything that serves a policy.
+
+  `abstract`: ShapeDtypeStructs of the params to restore onto (shapes checked, their shardings used); default:
+  the checkpoint's own shapes on the first device (the simulator's batch and a served policy run on one)."""
+  step, assets = step_and_assets(workdir, step)
+  mngr = manager(workdir, read_only=True)
+  if not os.path.isdir(os.path.join(str(mngr.directory), str(step), EMA)):
     raise CheckpointError(f"checkpoint {mngr.directory}/{step} has no {EMA!r} item")
-  metadata = mngr.item_metadata(step)[EMA].tree
-  abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
-  params = mngr.restore(step, args=ocp.args.Composite(**{EMA: ocp.args.StandardRestore(abstract)}))[EMA]
+  if abstract is None:
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                            mngr.item_metadata(step)[EMA].tree)
+  try:
+    params = mngr.restore(step, args=ocp.args.Composite(**{EMA: ocp.args.StandardRestore(abstract)}))[EMA]
+  except (ValueError, KeyError) as e:
+    raise CheckpointError(f"checkpoint {mngr.directory}/{step}: its params do not fit the model its config "
+                          f"describes ({str(e)[:600]})") from None
   return params, assets, step
 
 

@@ -1,33 +1,77 @@
-"""The unified action space (METHOD.md): one action vector with a slot per embodiment, and a mask.
+"""The one action contract (METHOD.md), free of MuJoCo: what every model predicts and every robot executes.
 
-Slots (in this order, sizes from the embodiments' definitions):
+Embodiments (a plain table, `EMBODIMENTS`): a robot's native action is its joint targets followed by one
+gripper command; its proprio is its joint positions followed by the gripper opening. The human hand has
+no executable action here (its data is keypoints).
+
+Gripper convention (the only place it is stated): a gripper *command* is in [0, 1], 0 = open, 1 = closed;
+the proprio's gripper *opening* is in [0, 1], 1 = open, 0 = closed. Commands are always absolute.
+
+The unified action vector has a slot per embodiment, in the order of the action space:
   human_hand        24  wrist position (3), wrist 6D rotation (6), five fingertip positions (15)
-  <robot>_eef       10  end-effector position (3), 6D rotation (6), gripper command (1)   per robot
-  <robot>_joints     n  the robot's native action: absolute joint targets + gripper          per robot
+  <robot>_eef       10  end-effector position (3), 6D rotation (6), gripper command (1)
+  <robot>_joints   n+1  joint-target deltas (n) from the current joint positions, gripper command (1)
+Everything a robot executes is relative to its state when the chunk was planned (step t), so "hold still"
+is the zero action: for chunk step k (action t+k), the eef slot holds the pose that action commands (the
+forward kinematics of its joint targets, `steps/eef_target`) relative to the current pose (displacement
+`p - p_t` in world axes, rotation `R_t^T R` as 6D), the joint slot holds `target_{t+k} - q_t`, and the hand
+slot (data, never executed) holds the wrist pose reached after step t+k relative to the current one (the same
+way) and the fingertips in the current wrist frame (`R_t^T (tip - p_t)`).
+A sample fills its own embodiment's slots (and, with mutual imitation, the mapped slots of another);
+masks mark the valid dimensions and losses are masked means.
 
-Pose slots are expressed relative to the *current* pose, in the current frame: for a chunk target at
-step t+k, position `R_t^T (p_{t+k} - p_t)`, rotation `R_t^T R_{t+k}` as 6D, fingertips `R_t^T (tip - p_t)`
-(the hand's frame is its wrist). A sample fills the slots of its own embodiment (and, with mutual
-imitation, the mapped slots of another); `mask` marks the valid dimensions and losses are masked means.
-
-All functions here are numpy (host side, used by the input pipeline and the evaluation harness).
+`Normalizer` maps slots and proprio to unit scale with per-embodiment statistics; it works on numpy (the
+input pipeline) and jax.numpy (jitted evaluation) alike, and is rebuilt from the dict saved in every
+checkpoint. `native_commands` is the one way back: a normalised unified chunk + the robot's current state ->
+the commands it executes (`control='joints'`: absolute joint targets + gripper, its native action;
+`control='eef'`: world-frame end-effector pose targets + gripper, for a differential-IK controller).
+The human <-> robot mapping of mutual imitation (inverse kinematics) lives in `vam/mapping.py`.
 """
 
 import dataclasses
-import functools
-import threading
 
+import jax.numpy as jnp
 import numpy as np
 
-from vam.sim import embodiments as sim_embodiments
 from vam.sim import geometry
 
 HAND = "human_hand"
 HAND_DIM = 24
-EEF_DIM = 10
+EEF_DIM = 10  # pose (9) + gripper command
+POSE_DIM = 9
+CONTROLS = ("joints", "eef")  # which slot a robot executes
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbodimentSpec:
+  kind: str  # robot | human
+  joints: tuple[str, ...] = ()  # robots: the joint targets of the native action (the gripper command follows)
+
+  @property
+  def action_names(self) -> tuple[str, ...]:
+    return self.joints + ("gripper",) if self.kind == "robot" else ()
+
+
+# Mirrors the simulated embodiments' native actions (vam/sim/embodiments; a test keeps them in step).
+EMBODIMENTS = {
+    "human_hand": EmbodimentSpec("human"),
+    "arm6": EmbodimentSpec("robot", ("q_yaw", "q_shoulder", "q_elbow", "q_roll", "q_wrist", "q_tool")),
+    "gantry": EmbodimentSpec("robot", ("x", "y", "z", "yaw")),
+}
 DEFAULT_EMBODIMENTS = ("human_hand", "arm6", "gantry")
 
 
+def spec(name: str) -> EmbodimentSpec:
+  if name not in EMBODIMENTS:
+    raise ValueError(f"unknown embodiment {name!r}; valid embodiments: {sorted(EMBODIMENTS)}")
+  return EMBODIMENTS[name]
+
+
+def _xp(x):
+  return np if isinstance(x, (np.ndarray, np.generic, float, int)) else jnp
+
+
+# ---- slot layout -------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Slot:
   name: str
@@ -47,11 +91,9 @@ class ActionSpace:
   def __init__(self, embodiment_names=DEFAULT_EMBODIMENTS):
     slots, start = [], 0
     for name in embodiment_names:
-      if name not in sim_embodiments.EMBODIMENTS:
-        raise ValueError(f"unknown embodiment {name!r}; valid embodiments: {sorted(sim_embodiments.EMBODIMENTS)}")
-      cls = sim_embodiments.EMBODIMENTS[name]
-      parts = [(name, "hand", HAND_DIM)] if cls.kind == "human" else [
-          (f"{name}_eef", "eef", EEF_DIM), (f"{name}_joints", "joints", len(cls.action_names))]
+      s = spec(name)
+      parts = [(name, "hand", HAND_DIM)] if s.kind == "human" else [
+          (f"{name}_eef", "eef", EEF_DIM), (f"{name}_joints", "joints", len(s.action_names))]
       for slot_name, kind, size in parts:
         slots.append(Slot(slot_name, name, kind, start, size))
         start += size
@@ -63,6 +105,12 @@ class ActionSpace:
     if embodiment not in self.embodiments:
       raise ValueError(f"embodiment {embodiment!r} is not in this action space {list(self.embodiments)}")
     return [s for s in self.slots.values() if s.embodiment == embodiment]
+
+  def slot(self, embodiment: str, kind: str) -> Slot:
+    for s in self.own_slots(embodiment):
+      if s.kind == kind:
+        return s
+    raise ValueError(f"embodiment {embodiment!r} has no {kind!r} slot (robots have 'eef' and 'joints')")
 
   def mask(self, *slot_names: str) -> np.ndarray:
     m = np.zeros(self.dim, bool)
@@ -79,247 +127,241 @@ class ActionSpace:
                 slots=[dataclasses.asdict(s) for s in self.slots.values()])
 
 
-# ---- relative poses (numpy) --------------------------------------------------------------------------
-# The one 6D-rotation convention (numpy in, numpy out).
-rot6d_to_mat = geometry.mat_from_rot6d
+# ---- relative poses and joints (numpy or jax.numpy) ---------------------------------------------------
+rot6d_to_mat = geometry.mat_from_rot6d  # the one 6D-rotation convention
 mat_to_rot6d = geometry.rot6d_from_mat
 
 
-def relative_pose(current: np.ndarray, future: np.ndarray) -> np.ndarray:
-  """current (9,) [pos; rot6d], future (H, 9) -> (H, 9) in the current frame."""
-  p0, r0 = current[:3], rot6d_to_mat(current[3:9])
-  p, r = future[:, :3], rot6d_to_mat(future[:, 3:9])
-  return np.concatenate([(p - p0) @ r0, mat_to_rot6d(np.einsum("ji,hjk->hik", r0, r))], axis=-1)
+def relative_pose(current, future):
+  """current (..., 9) [pos; rot6d], future (..., H, 9) -> (..., H, 9): the displacement `p - p_t` (world axes)
+  and the rotation `R_t^T R` (in the current frame). Translations stay in world axes so that an error in the
+  current orientation never turns into an error of where to go."""
+  xp = _xp(current)
+  r0 = rot6d_to_mat(current[..., 3:9])
+  rot = xp.einsum("...ji,...hjk->...hik", r0, rot6d_to_mat(future[..., 3:9]))
+  return xp.concatenate([future[..., :3] - current[..., None, :3], mat_to_rot6d(rot)], axis=-1)
 
 
-def absolute_pose(current: np.ndarray, relative: np.ndarray) -> np.ndarray:
-  """Inverse of `relative_pose`: (9,), (H, 9) -> (H, 9) in the world frame."""
-  p0, r0 = current[:3], rot6d_to_mat(current[3:9])
-  p = p0 + relative[:, :3] @ r0.T
-  r = np.einsum("ij,hjk->hik", r0, rot6d_to_mat(relative[:, 3:9]))
-  return np.concatenate([p, mat_to_rot6d(r)], axis=-1)
+def absolute_pose(current, relative):
+  """Inverse of `relative_pose`: (..., 9), (..., H, 9) -> (..., H, 9) in the world frame."""
+  xp = _xp(current)
+  r0 = rot6d_to_mat(current[..., 3:9])
+  rot = xp.einsum("...ij,...hjk->...hik", r0, rot6d_to_mat(relative[..., 3:9]))
+  return xp.concatenate([current[..., None, :3] + relative[..., :3], mat_to_rot6d(rot)], axis=-1)
 
 
-def relative_hand(current: np.ndarray, future: np.ndarray) -> np.ndarray:
-  """Hand keypoints current (24,), future (H, 24) -> (H, 24) in the current wrist frame."""
+def relative_hand(current, future):
+  """Hand keypoints current (24,), future (H, 24) -> (H, 24): the wrist pose as `relative_pose`, the fingertips
+  in the current wrist frame (the hand's shape, whatever its pose)."""
   pose = relative_pose(current[:9], future[:, :9])
   p0, r0 = current[:3], rot6d_to_mat(current[3:9])
   tips = (future[:, 9:].reshape(-1, 5, 3) - p0) @ r0
   return np.concatenate([pose, tips.reshape(-1, 15)], axis=-1)
 
 
-def absolute_hand(current: np.ndarray, relative: np.ndarray) -> np.ndarray:
+def absolute_hand(current, relative):
   pose = absolute_pose(current[:9], relative[:, :9])
   p0, r0 = current[:3], rot6d_to_mat(current[3:9])
   tips = p0 + relative[:, 9:].reshape(-1, 5, 3) @ r0.T
   return np.concatenate([pose, tips.reshape(-1, 15)], axis=-1)
 
 
-# ---- mutual imitation: human <-> robot mappings (METHOD.md) ---------------------------------------------
-# Per episode, on the host. A human episode gets, for every robot of the action space, the trajectory that
-# robot would follow to imitate the hand (end-effector poses, gripper commands, joint targets by IK); a
-# robot episode gets the hand keypoints that would imitate the robot. `unified_chunk` (vam/input/windows.py)
-# turns these "views" into the mapped slots of a window exactly as it does an episode's own data.
-DIRECTIONS = ("human_to_robot", "robot_to_human")
-ORIGINS = ("absolute", "relative")
-ANCHORS = ("grasp", "wrist")
+def relative_joints(joints, targets):
+  """Current joint positions (..., n) and absolute targets (..., H, n + 1) (joints + gripper command) ->
+  (..., H, n + 1): joint deltas from the current positions, the gripper command unchanged."""
+  n = joints.shape[-1]
+  xp = _xp(targets)
+  return xp.concatenate([targets[..., :n] - joints[..., None, :], targets[..., n:]], axis=-1)
 
 
-@dataclasses.dataclass(frozen=True)
-class Mapping:
-  """How hands and robots map onto each other.
+def absolute_joints(joints, relative):
+  """Inverse of `relative_joints`."""
+  n = joints.shape[-1]
+  xp = _xp(relative)
+  return xp.concatenate([relative[..., :n] + joints[..., None, :], relative[..., n:]], axis=-1)
 
-  `frame_rotation` R_h (row-major 3x3) rotates human-frame displacements into the robot frame. With
-  origin `relative` (METHOD.md, for human video whose frame is unrelated to the robot's) the robot's
-  grasp point follows the hand anchor's displacement from the episode start, starting from the robot's
-  home pose: p(t) = p_home + R_h (anchor(t) - anchor(0)). With `absolute` (the simulated hand shares the
-  robots' scenes and world frame) it follows the anchor itself: p(t) = R_h anchor(t) + frame_offset, so
-  the mapped joint targets do the task in that scene. The anchor is the hand's grasp point (between thumb
-  and fingers, where the robot's fingers close) or its wrist. Orientations map the hand's grasp-ready
-  frame onto the robot's (`down_frame`s), the gripper command is 1 - the thumb-index opening, and the
-  hand's fingertips come from the gripper opening by interpolating the anatomical open and closed hands.
+
+def joint_positions(name: str, state):
+  """A robot's joint positions (..., n) from its proprio (..., S) (the joints come first)."""
+  return state[..., :len(spec(name).joints)]
+
+
+# ---- normalisation -------------------------------------------------------------------------------------
+NORM_MODES = ("quantile", "mean_std")
+
+
+def _affine(stat: dict, mode: str, idx=slice(None)):
+  """(center, half-width) of a summary's values (per dimension, or (H, D) for a `_by_step` summary)."""
+  if mode == "quantile":
+    lo, hi = np.asarray(stat["q01"])[..., idx], np.asarray(stat["q99"])[..., idx]
+    center, half = (hi + lo) / 2, (hi - lo) / 2
+  else:
+    center, half = np.asarray(stat["mean"])[..., idx], np.asarray(stat["std"])[..., idx]
+  return center, np.where(half > 1e-6, half, 1.0)
+
+
+def _pad_last(x, width, value=0.0):
+  xp = _xp(x)
+  return xp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, width - x.shape[-1])], constant_values=value)
+
+
+class Normalizer:
+  """Per-embodiment affine maps of unified action chunks and of (zero-padded) proprio.
+
+  Built from a dataset's statistics (`from_stats`: mode `quantile` maps [q01, q99] onto [-1, 1], `mean_std`
+  standardises; dimensions with no spread keep scale 1) or from a checkpoint (`from_dict`). Slot statistics:
+  hand <- `hand_relative`; `<robot>_eef` <- `eef_relative` (9) + the gripper command of `action`;
+  `<robot>_joints` <- `joints_relative` (n) + the gripper command. With `per_step`, every chunk step k has its
+  own offset and scale (`<field>_by_step`): the next step's small motion keeps its resolution beside the
+  large motion many steps ahead. Action maps are (H, A) arrays, so they apply to chunks (..., H, A). Affine:
+  round trips are exact. Every method takes numpy or jax arrays and returns the same kind.
   """
-  directions: tuple[str, ...] = DIRECTIONS
-  frame_rotation: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
-  frame_offset: tuple[float, float, float] = (0.0, 0.0, 0.0)
-  origin: str = "absolute"
-  anchor: str = "grasp"
-  ik_iters: int = 20
 
-  def __post_init__(self):
-    for field, value, valid in (("origin", self.origin, ORIGINS), ("anchor", self.anchor, ANCHORS)):
-      if value not in valid:
-        raise ValueError(f"config.data.mapping.{field}={value!r}; valid: {list(valid)}")
-    for d in self.directions:
-      if d not in DIRECTIONS:
-        raise ValueError(f"config.data.mapping.directions has {d!r}; valid: {list(DIRECTIONS)}")
-    r = np.asarray(self.frame_rotation, float).reshape(3, 3) if len(self.frame_rotation) == 9 else None
-    if r is None or not np.allclose(r @ r.T, np.eye(3), atol=1e-4) or np.linalg.det(r) < 0:
-      raise ValueError(f"config.data.mapping.frame_rotation={self.frame_rotation} is not a row-major 3x3 rotation")
-
-  @property
-  def rotation(self) -> np.ndarray:
-    return np.asarray(self.frame_rotation, np.float64).reshape(3, 3)
+  def __init__(self, space: ActionSpace, proprio_dim: int, mode: str, action_offset: dict, action_scale: dict,
+               state_offset: dict, state_scale: dict, privileged_offset: dict | None = None,
+               privileged_scale: dict | None = None, per_step: bool = False):
+    if mode not in NORM_MODES:
+      raise ValueError(f"unknown normalisation mode {mode!r}; valid: {list(NORM_MODES)}")
+    self.space, self.proprio_dim, self.mode, self.per_step = space, proprio_dim, mode, per_step
+    f32 = lambda d: {k: np.asarray(v, np.float32) for k, v in d.items()}
+    self.action_offset, self.action_scale = f32(action_offset), f32(action_scale)
+    self.state_offset, self.state_scale = f32(state_offset), f32(state_scale)
+    self.privileged_offset, self.privileged_scale = f32(privileged_offset or {}), f32(privileged_scale or {})
+    self.horizon = next(iter(self.action_offset.values())).shape[0] if self.action_offset else 0
 
   @classmethod
-  def from_config(cls, cfg) -> "Mapping | None":
-    """`config.data.mapping` (None or no directions: no mapping)."""
-    if cfg is None or not list(cfg.get("directions", [])):
-      return None
-    return cls(directions=tuple(cfg["directions"]), frame_rotation=tuple(cfg.get("frame_rotation", cls.frame_rotation)),
-               frame_offset=tuple(cfg.get("frame_offset", cls.frame_offset)), origin=cfg.get("origin", cls.origin),
-               anchor=cfg.get("anchor", cls.anchor), ik_iters=int(cfg.get("ik_iters", cls.ik_iters)))
+  def from_stats(cls, stats: dict, space: ActionSpace, proprio_dim: int, mode: str = "quantile",
+                 horizon: int = 16, per_step: bool = False) -> "Normalizer":
+    """Maps for chunks of `horizon` steps from a dataset's `normalization.json` contents."""
+    if mode not in NORM_MODES:
+      raise ValueError(f"unknown normalisation mode {mode!r}; valid: {list(NORM_MODES)}")
+    a_off, a_scale, s_off, s_scale, p_off, p_scale = {}, {}, {}, {}, {}, {}
+    for name in space.embodiments:
+      if name not in stats:
+        continue
+      st = stats[name]
+      if horizon > st.get("relative_horizon", 0):
+        raise ValueError(f"config.data.action_horizon={horizon} is longer than the {st.get('relative_horizon')} "
+                         f"chunk steps the statistics of {name!r} describe (rebuild the dataset)")
+      off, scale = np.zeros((horizon, space.dim), np.float32), np.ones((horizon, space.dim), np.float32)
+      for slot in space.own_slots(name):
+        field = {"hand": "hand_relative", "eef": "eef_relative", "joints": "joints_relative"}[slot.kind]
+        try:
+          c, h = _affine(st[field + "_by_step"], mode) if per_step else _affine(st[field], mode)
+          if slot.kind != "hand":  # the gripper command (absolute) follows the pose or joint deltas
+            c_grip, h_grip = _affine(st["action"], mode, slice(-1, None))
+            c = np.concatenate([c, np.broadcast_to(c_grip, c.shape[:-1] + (1,))], -1)
+            h = np.concatenate([h, np.broadcast_to(h_grip, h.shape[:-1] + (1,))], -1)
+        except KeyError as e:
+          raise ValueError(f"normalisation statistics for {name!r} lack field {e.args[0]!r} (datasets built by "
+                           "an older vam: rebuild them with python -m vam.data.build --overwrite)") from None
+        first = lambda x: x if x.ndim == 1 else x[:horizon]  # by step: the chunk's first `horizon` steps
+        off[:, slot.slice], scale[:, slot.slice] = first(c), first(h)
+      a_off[name], a_scale[name] = off, scale
+      c, h = _affine(st["state"], mode)
+      if len(c) > proprio_dim:
+        raise ValueError(f"{name}: proprio has {len(c)} dims > config.data.proprio_dim={proprio_dim}")
+      s_off[name] = np.pad(c, (0, proprio_dim - len(c)))
+      s_scale[name] = np.pad(h, (0, proprio_dim - len(c)), constant_values=1.0)
+      if "privileged" in st:  # always standardised: task state in metres and a one-hot
+        p_off[name], p_scale[name] = _affine(st["privileged"], "mean_std")
+    return cls(space, proprio_dim, mode, a_off, a_scale, s_off, s_scale, p_off, p_scale, per_step)
+
+  @classmethod
+  def from_dict(cls, d: dict, space: ActionSpace) -> "Normalizer":
+    """The normaliser saved in a checkpoint's assets (`to_dict`)."""
+    return cls(space, int(d["proprio_dim"]), d["mode"], d["action_offset"], d["action_scale"], d["state_offset"],
+               d["state_scale"], d.get("privileged_offset"), d.get("privileged_scale"), d.get("per_step", False))
+
+  def to_dict(self) -> dict:
+    lists = lambda m: {k: v.tolist() for k, v in m.items()}
+    return dict(mode=self.mode, proprio_dim=self.proprio_dim, per_step=self.per_step,
+                action_offset=lists(self.action_offset), action_scale=lists(self.action_scale),
+                state_offset=lists(self.state_offset), state_scale=lists(self.state_scale),
+                privileged_offset=lists(self.privileged_offset), privileged_scale=lists(self.privileged_scale))
+
+  @property
+  def embodiments(self) -> list[str]:
+    return sorted(self.action_offset)
+
+  def _check(self, name):
+    if name not in self.action_offset:
+      raise ValueError(f"no normalisation statistics for embodiment {name!r} (have {self.embodiments})")
+
+  def _maps(self, name, actions):
+    self._check(name)
+    h = actions.shape[-2]
+    if h > self.horizon:
+      raise ValueError(f"a chunk of {h} steps is longer than the normaliser's {self.horizon}")
+    return self.action_offset[name][:h], self.action_scale[name][:h]
+
+  def normalize_actions(self, name, actions):
+    """Unified chunk (..., H, A), native units -> normalised."""
+    off, scale = self._maps(name, actions)
+    return ((actions - off) / scale).astype(np.float32)
+
+  def denormalize_actions(self, name, actions):
+    off, scale = self._maps(name, actions)
+    return (actions * scale + off).astype(np.float32)
+
+  def normalize_state(self, name, state):
+    """Native proprio (..., S) -> normalised and zero-padded (..., proprio_dim)."""
+    self._check(name)
+    return ((_pad_last(state, self.proprio_dim) - self.state_offset[name]) / self.state_scale[name]).astype(np.float32)
+
+  def normalize_privileged(self, name, privileged):
+    """The simulator's true task state (..., D) standardised (the privileged-state policy's input)."""
+    if name not in self.privileged_offset:
+      raise ValueError(f"no statistics of the privileged state for {name!r}: rebuild the dataset with this vam")
+    return ((privileged - self.privileged_offset[name]) / self.privileged_scale[name]).astype(np.float32)
+
+  def action_scale_table(self) -> np.ndarray:
+    """(E, H, A) action scales by embodiment id (ones for embodiments without statistics)."""
+    ones = np.ones((self.horizon, self.space.dim), np.float32)
+    return np.stack([self.action_scale.get(e, ones) for e in self.space.embodiments])
 
 
-@dataclasses.dataclass
-class _Kinematics:
-  """An embodiment in its scene (native MuJoCo), for forward kinematics and IK on the host."""
-  emb: object
-  model: object
-  data: object
-  home_site: np.ndarray  # end-effector site at the home pose (3,)
-  home_pos: np.ndarray  # grasp point at the home pose (3,)
-
-
-_BUILD_LOCK = threading.Lock()  # grain reads windows from several threads
-
-
-def _kinematics(name: str) -> _Kinematics:
-  with _BUILD_LOCK:
-    return _build_kinematics(name)
-
-
-@functools.lru_cache(maxsize=None)
-def _build_kinematics(name: str) -> _Kinematics:
-  import mujoco  # pylint: disable=g-import-not-at-top
-  from vam.sim import scene  # pylint: disable=g-import-not-at-top  (builds a MuJoCo model: only when mapping)
-  emb = sim_embodiments.get(name)
-  m = scene.build_spec(emb).compile()
-  emb.bind(m)
-  d = mujoco.MjData(m)
-  d.qpos[emb.qpos_adr] = emb.home
-  mujoco.mj_kinematics(m, d)
-  mat = d.site_xmat[emb.eef_site].reshape(3, 3).copy()
-  site = d.site_xpos[emb.eef_site].copy()
-  return _Kinematics(emb, m, d, site, site + mat @ emb.grasp_offset)
-
-
-def _hand_shape():
-  with _BUILD_LOCK:
-    return _build_hand_shape()
-
-
-@functools.lru_cache(maxsize=None)
-def _build_hand_shape():
-  """The anatomical function's ends: fingertips in the wrist frame (5, 3) with the hand open and closed,
-  and their thumb-index distances (m)."""
-  import mujoco  # pylint: disable=g-import-not-at-top
-  from vam.sim.embodiments import human_hand  # pylint: disable=g-import-not-at-top
-  k = _build_kinematics(HAND)
-  tips = {}
-  for which, fingers in (("open", human_hand._OPEN), ("closed", human_hand._CLOSED)):  # pylint: disable=protected-access
-    k.data.qpos[k.emb.qpos_adr] = np.concatenate([np.zeros(6), fingers])
-    mujoco.mj_kinematics(k.model, k.data)
-    p0, r0 = k.data.site_xpos[k.emb.wrist_site], k.data.site_xmat[k.emb.wrist_site].reshape(3, 3)
-    tips[which] = (k.data.site_xpos[k.emb.tip_sites] - p0) @ r0
-  dist = {w: float(np.linalg.norm(t[0] - t[1])) for w, t in tips.items()}
-  return tips["open"], tips["closed"], dist["open"], dist["closed"]
-
-
-def hand_opening(keypoints: np.ndarray) -> np.ndarray:
-  """Hand keypoints (T, 24) -> opening (T,) in [0, 1]: the thumb-index distance between the closed (0) and
-  open (1) anatomical hands."""
-  _, _, d_open, d_closed = _hand_shape()
-  tips = keypoints[:, 9:].reshape(-1, 5, 3)
-  d = np.linalg.norm(tips[:, 0] - tips[:, 1], axis=-1)
-  return np.clip((d - d_closed) / (d_open - d_closed), 0.0, 1.0)
-
-
-def _hand_anchor(keypoints: np.ndarray, anchor: str):
-  """(T, 24) -> anchor positions (T, 3) and wrist rotations (T, 3, 3)."""
-  from vam.sim.embodiments import human_hand  # pylint: disable=g-import-not-at-top
-  wrist, rot = keypoints[:, :3].astype(np.float64), rot6d_to_mat(keypoints[:, 3:9].astype(np.float64))
-  if anchor == "wrist":
-    return wrist, rot
-  return wrist + rot @ human_hand.HumanHand.grasp_offset, rot
-
-
-def _calibration(robot: str) -> np.ndarray:
-  """C: hand wrist frame -> robot end-effector frame, mapping the grasp-ready ('down') poses onto each other."""
-  return sim_embodiments.EMBODIMENTS[HAND].down_frame.T @ sim_embodiments.EMBODIMENTS[robot].down_frame
-
-
-def solve_joints(robot: str, pos: np.ndarray, mat: np.ndarray, iters: int = 20) -> np.ndarray:
-  """Joint targets (T, n) (the robot's native action without the gripper) putting its end-effector site at
-  pos (T, 3) with rotation mat (T, 3, 3): damped least squares, warm-started from the previous step (home
-  at t = 0), clipped to the joint ranges; orientation is traded for position where the robot lacks DoF."""
-  import mujoco  # pylint: disable=g-import-not-at-top
-  from vam.sim.embodiments import base  # pylint: disable=g-import-not-at-top
-  k = _kinematics(robot)
-  emb = k.emb
-  n = emb.action_dim - 1
-  arm = emb.chain(n)
-  data = mujoco.MjData(k.model)  # per call: grain reads windows from several threads
-  q, out = np.array(emb.home[:n], float), np.zeros((len(pos), n), np.float32)
-  for t in range(len(pos)):
-    q = base.solve_ik(k.model, arm, pos[t], mat[t], q, iters=iters, data=data, q_rest=emb.home[:n],
-                      rest_weight=1e-3)
-    out[t] = q
+def merge_stats(*stats: dict) -> dict:
+  """Per-embodiment statistics of several datasets; an embodiment may come from one dataset only."""
+  out = {}
+  for s in stats:
+    for name, v in s.items():
+      if name in out:
+        raise ValueError(f"embodiment {name!r} has statistics in two datasets of the mixture; keep it in one")
+      out[name] = v
   return out
 
 
-def human_to_robot(keypoints: np.ndarray, robot: str, mapping: Mapping) -> dict:
-  """A hand's keypoints (T, 24) -> the robot's view: `eef` (T, 9) poses (state-aligned) and `action` (T, n + 1)
-  joint targets + gripper command (action t leads to the pose of step t + 1)."""
-  r_h, k = mapping.rotation, _kinematics(robot)
-  anchor, wrist_rot = _hand_anchor(keypoints, mapping.anchor)
-  if mapping.origin == "absolute":
-    grasp = anchor @ r_h.T + np.asarray(mapping.frame_offset)
-  else:
-    grasp = k.home_pos + (anchor - anchor[:1]) @ r_h.T
-  rot = r_h @ wrist_rot @ _calibration(robot)
-  eef_pos = grasp - rot @ k.emb.grasp_offset
-  eef = np.concatenate([eef_pos, mat_to_rot6d(rot)], axis=-1).astype(np.float32)
-  nxt = np.minimum(np.arange(len(keypoints)) + 1, len(keypoints) - 1)
-  close = 1.0 - hand_opening(keypoints)[nxt]
-  joints = solve_joints(robot, eef_pos[nxt], rot[nxt], mapping.ik_iters)
-  return dict(eef=eef, action=np.concatenate([joints, close[:, None]], axis=-1).astype(np.float32))
+# ---- what a robot executes -------------------------------------------------------------------------------
+def native_commands(normalizer: Normalizer, embodiment: str, control: str, chunk, state, eef=None):
+  """A normalised unified chunk (..., K, A) + the robot's state when it was planned -> what it executes.
+
+  state (..., S): native proprio; eef (..., 9): the current end-effector pose (for `control='eef'`).
+  control `joints`: (..., K, n + 1) absolute joint targets + gripper command (the native action);
+  control `eef`: (..., K, 10) world-frame end-effector pose targets (position, 6D rotation) + gripper command,
+  which the simulator's differential-IK controller tracks (vam/sim/embodiments, `track_pose`)."""
+  if control not in CONTROLS:
+    raise ValueError(f"control={control!r}; valid: {list(CONTROLS)}")
+  if spec(embodiment).kind != "robot":
+    raise ValueError(f"embodiment {embodiment!r} is not a robot: it has no commands to execute")
+  slot = normalizer.space.slot(embodiment, control)
+  native = normalizer.denormalize_actions(embodiment, chunk)[..., slot.slice]
+  if control == "joints":
+    return absolute_joints(joint_positions(embodiment, state), native)
+  if eef is None:
+    raise ValueError("control='eef' needs the current end-effector pose")
+  xp = _xp(native)
+  return xp.concatenate([absolute_pose(eef, native[..., :POSE_DIM]), native[..., POSE_DIM:]], axis=-1)
 
 
-def robot_to_human(eef: np.ndarray, action: np.ndarray, robot: str, mapping: Mapping) -> dict:
-  """A robot's end-effector poses (T, 9) and native actions (T, n + 1) -> the hand's view: `hand_keypoints`
-  (T, 24) (wrist pose, fingertips from the gripper opening)."""
-  from vam.sim.embodiments import human_hand  # pylint: disable=g-import-not-at-top
-  r_h, k = mapping.rotation, _kinematics(robot)
-  pos, rot = eef[:, :3].astype(np.float64), rot6d_to_mat(eef[:, 3:9].astype(np.float64))
-  grasp = pos + rot @ k.emb.grasp_offset
-  if mapping.origin == "absolute":
-    anchor = (grasp - np.asarray(mapping.frame_offset)) @ r_h
-  else:
-    hand = _kinematics(HAND)
-    start = hand.home_pos if mapping.anchor == "grasp" else hand.home_site
-    anchor = start + (grasp - grasp[:1]) @ r_h
-  wrist_rot = r_h.T @ rot @ _calibration(robot).T
-  wrist = anchor - wrist_rot @ human_hand.HumanHand.grasp_offset if mapping.anchor == "grasp" else anchor
-  # The opening at step t follows the command of step t - 1 (the first step: its own command).
-  prev = np.maximum(np.arange(len(eef)) - 1, 0)
-  opening = 1.0 - np.clip(action[prev, -1], 0.0, 1.0)
-  tips_open, tips_closed, _, _ = _hand_shape()
-  local = tips_closed[None] + opening[:, None, None] * (tips_open - tips_closed)[None]
-  tips = wrist[:, None] + np.einsum("tij,tkj->tki", wrist_rot, local)
-  return dict(hand_keypoints=np.concatenate([wrist, mat_to_rot6d(wrist_rot), tips.reshape(-1, 15)],
-                                            axis=-1).astype(np.float32))
-
-
-def map_episode(ep: dict, space: ActionSpace, mapping: Mapping | None) -> dict:
-  """{embodiment: view} of the other embodiments' mapped trajectories for an episode (see above)."""
-  if mapping is None:
-    return {}
-  name, views = ep["embodiment"], {}
-  if name == HAND and "human_to_robot" in mapping.directions:
-    for robot in space.embodiments:
-      if robot != HAND:
-        views[robot] = human_to_robot(ep["hand_keypoints"], robot, mapping)
-  elif name != HAND and "robot_to_human" in mapping.directions and HAND in space.embodiments:
-    views[HAND] = robot_to_human(ep["eef"], ep["action"], name, mapping)
-  return views
+def hold_chunk(normalizer: Normalizer, embodiment: str, horizon: int, gripper_opening):
+  """The normalised unified chunk (H, A) that holds a robot still: zero joint deltas, the identity relative
+  pose, and the gripper command matching its current opening (a reference for offline errors)."""
+  space = normalizer.space
+  chunk = np.zeros((horizon, space.dim), np.float32)
+  command = 1.0 - float(gripper_opening)
+  for slot in space.own_slots(embodiment):
+    if slot.kind == "eef":
+      chunk[:, slot.start + 3:slot.start + 9] = [1, 0, 0, 0, 1, 0]
+    chunk[:, slot.start + slot.size - 1] = command
+  return normalizer.normalize_actions(embodiment, chunk)

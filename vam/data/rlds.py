@@ -5,6 +5,11 @@ datasets build and read without TensorFlow. Embodiments in one dataset can have 
 action/proprio sizes: those vectors are zero-padded to the dataset's widest embodiment and the true
 sizes are stored in `episode_metadata/action_dim` and `state_dim`.
 
+`steps/eef_target` is the end-effector pose the step's action commands (forward kinematics of its joint
+targets; a servoed arm reaches it only later): the target an end-effector controller must track.
+`steps/observation/privileged` is the simulator's true task state (target, object positions, task one-hot):
+for the privileged-state policy of the diagnostic ladder, never an input of the vision policies.
+
 Cameras: `steps/observation/image_<camera>` uint8 HxWx3; `episode_metadata/camera_<camera>_intrinsics`
 is the 3x3 pinhole matrix in pixels and `..._extrinsics` the 4x4 camera-to-world pose with MuJoCo's
 camera axes (x right, y up, looking along -z).
@@ -31,7 +36,8 @@ def features(embodiment_names, cameras, image_size, human: bool) -> tfds.feature
   action_width = max(len(e.action_names) for e in embs)
   w, h = image_size
   observation = {f"image_{c}": tfds.features.Tensor(shape=(h, w, 3), dtype=np.uint8) for c in cameras}
-  observation.update(state=_f32((action_width,)), eef=_f32((9,)), gripper=_f32((1,)))
+  observation.update(state=_f32((action_width,)), eef=_f32((9,)), gripper=_f32((1,)),
+                     privileged=_f32((tasks.PRIVILEGED_DIM,)))
   if human:
     observation.update(hand_keypoints=_f32((HAND_KEYPOINTS_DIM,)), thumb_knuckle=_f32((3,)))
   metadata = dict(
@@ -46,6 +52,7 @@ def features(embodiment_names, cameras, image_size, human: bool) -> tfds.feature
       "steps": tfds.features.Dataset({
           "observation": observation,
           "action": _f32((action_width,)),
+          "eef_target": _f32((9,)),
           "language_instruction": tfds.features.Text(),
           "is_first": tfds.features.Scalar(dtype=np.bool_),
           "is_last": tfds.features.Scalar(dtype=np.bool_),
@@ -69,12 +76,14 @@ def to_example(ep: rollout_lib.Episode, action_width: int, cameras, human: bool)
   steps = []
   for t in range(T):
     obs = {f"image_{c}": s["images"][t, i] for i, c in enumerate(cameras)}
-    obs.update(state=state[t], eef=s["eef"][t].astype(np.float32), gripper=s["gripper"][t].astype(np.float32))
+    obs.update(state=state[t], eef=s["eef"][t].astype(np.float32), gripper=s["gripper"][t].astype(np.float32),
+               privileged=s["privileged"][t].astype(np.float32))
     if human:
       obs.update(hand_keypoints=s["hand_keypoints"][t].astype(np.float32),
                  thumb_knuckle=s["thumb_knuckle"][t].astype(np.float32))
     last = t == T - 1
-    steps.append(dict(observation=obs, action=action[t], language_instruction=ep.instruction, is_first=t == 0,
+    steps.append(dict(observation=obs, action=action[t], eef_target=s["eef_target"][t].astype(np.float32),
+                      language_instruction=ep.instruction, is_first=t == 0,
                       is_last=last, is_terminal=bool(last and ep.success), reward=float(s["reward"][t]),
                       discount=1.0))
   meta = dict(embodiment=ep.embodiment, task=ep.task, mode=ep.mode, world_split=ep.split, seed=ep.seed,
@@ -176,11 +185,13 @@ class SimBuilder(tfds.core.GeneratorBasedBuilder):
     bar.close()
 
   def _env(self, name, num_items):
+    """The env of `name`, its batch the smallest that splits `num_items` into as few batches as `batch_size`
+    allows (144 episodes at batch_size 128: two batches of 72, not 128 + a padded 128)."""
     from vam.sim import env as env_lib  # pylint: disable=g-import-not-at-top  (heavy: only when building)
     g = self.generation
     return env_lib.Env(env_lib.EnvConfig(
         embodiment=name, mode=g.mode, split=g.split, backend=g.backend, image_size=tuple(g.image_size),
-        cameras=tuple(g.cameras), num_envs=max(1, min(g.batch_size, num_items))))
+        cameras=tuple(g.cameras), num_envs=max(1, -(-num_items // -(-num_items // g.batch_size)))))
 
   def normalization_stats(self) -> dict:
     """Per-embodiment statistics of the train split gathered while generating (see vam.data.stats)."""

@@ -5,7 +5,9 @@ An agent is pure and jit-able:
     carry = agent.init(state)                                        # per-env memory (may be empty)
     carry, chunk = agent.plan(params, carry, state, frames, instruction, rng)
 with `state` the batched env State, `frames` (B, H_o, H, W, 3) uint8 (the newest last), `instruction`
-(B, L) uint8 bytes; `chunk` (B, K, A) native actions, of which the rollout executes `replan_every`.
+(B, L) uint8 bytes; `chunk` (B, K, C) commands of the agent's `control` (vam/embodiment.py: `joints` = native
+actions, `eef` = end-effector pose targets for the differential-IK controller), of which the rollout executes
+`replan_every`.
 """
 
 import dataclasses
@@ -16,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vam import embodiment as embodiment_lib
 from vam.sim import experts
 
 
@@ -26,39 +29,39 @@ class Agent:
   context_frames: int
   init: Callable[[Any], Any]
   plan: Callable[..., tuple[Any, jax.Array]]
+  control: str = "joints"  # what the chunk's commands are (vam/embodiment.py CONTROLS)
 
 
-def learned(restored, embodiment: str, replan_every: int, sample_steps: int) -> Agent:
-  """The checkpoint's policy: images + proprio + instruction -> a unified chunk -> this robot's native actions.
-
-  The robot executes its `<robot>_joints` slot (absolute joint targets + gripper), denormalised with the
-  statistics saved in the checkpoint.
-  """
-  cfg, space, norm = restored.config, restored.space, restored.assets["normalization"]
-  if embodiment not in norm["action_offset"]:
-    raise ValueError(f"the checkpoint has no normalisation statistics for {embodiment!r} "
-                     f"(trained on {sorted(norm['action_offset'])})")
-  slot = space.slots.get(f"{embodiment}_joints")
-  if slot is None:
-    raise ValueError(f"embodiment {embodiment!r} has no joint-target slot to execute (robots only)")
+def learned(restored, embodiment: str, replan_every: int, sample_steps: int, control: str = "joints") -> Agent:
+  """The checkpoint's policy: images + proprio + instruction -> a normalised unified chunk -> this robot's
+  commands (`embodiment.native_commands` with the statistics saved in the checkpoint). `control` picks the
+  slot the robot executes: `joints` (joint-target deltas) or `eef` (end-effector pose through differential IK)."""
+  cfg, space, norm = restored.config, restored.space, restored.normalizer
+  if embodiment not in norm.action_offset:
+    raise ValueError(f"the checkpoint has no normalisation statistics for {embodiment!r} (trained on "
+                     f"{norm.embodiments})")
+  if control not in embodiment_lib.CONTROLS:
+    raise ValueError(f"config.eval.control={control!r}; valid: {list(embodiment_lib.CONTROLS)}")
+  space.slot(embodiment, control)  # a clear error for an embodiment without that slot
   horizon = cfg.data.action_horizon
   if not 1 <= replan_every <= horizon:
     raise ValueError(f"config.eval.replan_every={replan_every} must be in [1, data.action_horizon={horizon}]")
-  a_off, a_scale = (jnp.asarray(norm[k][embodiment], jnp.float32) for k in ("action_offset", "action_scale"))
-  s_off, s_scale = (jnp.asarray(norm[k][embodiment], jnp.float32) for k in ("state_offset", "state_scale"))
   emb_id = space.embodiments.index(embodiment)
   binder = restored.binder
 
   def plan(params, carry, state, frames, instruction, rng):
     native = state.obs["state"]
-    proprio = (jnp.pad(native, ((0, 0), (0, s_off.shape[0] - native.shape[-1]))) - s_off) / s_scale
     b = frames.shape[0]
     batch = dict(images=frames, instruction=instruction, embodiment_id=jnp.full((b,), emb_id, jnp.int32),
-                 proprio=proprio, action_mask=jnp.ones((b, horizon, space.dim), bool))
+                 proprio=norm.normalize_state(embodiment, native),
+                 action_mask=jnp.ones((b, horizon, space.dim), bool))
+    if embodiment in norm.privileged_offset:
+      batch["privileged"] = norm.normalize_privileged(embodiment, state.obs["privileged"])
     chunk = binder(params).sample(batch, rng, sample_steps)
-    return carry, (chunk * a_scale + a_off)[..., slot.slice]
+    return carry, embodiment_lib.native_commands(norm, embodiment, control, chunk, native, state.obs["eef"])
 
-  return Agent(f"policy(step {restored.step})", replan_every, cfg.data.context_frames, lambda state: (), plan)
+  return Agent(f"policy(step {restored.step})", replan_every, cfg.data.context_frames, lambda state: (), plan,
+               control)
 
 
 def expert(env) -> Agent:

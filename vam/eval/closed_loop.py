@@ -1,8 +1,9 @@
 """Closed-loop rollouts: the agent and the env step jitted together, one `lax.scan` per batch of episodes.
 
 Per plan: the agent reads the last H_o rendered frames (the first frame repeated before the start, as
-training windows clamp them), proprio and the instruction, and returns an action chunk; the env executes
-`replan_every` of its actions, rendering after each step. No Python runs per env step.
+training windows clamp them), proprio and the instruction, and returns a chunk of commands; the env executes
+`replan_every` of them (end-effector commands through the robot's differential-IK controller, re-linearised
+at every step), rendering after each step. No Python runs per env step.
 
 Cells are (embodiment, task, mode, split). Episodes of one embodiment share one stepping env (physics and
 the renderer do not depend on mode or split), so one compiled rollout serves every cell of a robot;
@@ -35,9 +36,10 @@ def rollout(env, agent, num_steps: int, record: bool, params, state, instruction
   first = env.render(state)[:, 0]
   history = jnp.repeat(first[:, None], agent.context_frames, axis=1)
 
-  def act_and_step(carry, chunk_k):
+  def act_and_step(carry, commands):
     state, history = carry
-    state = jax.vmap(env.step)(state, chunk_k)
+    action = jax.vmap(lambda d, c: env.embodiment.command_action(d, c, agent.control))(state.data, commands)
+    state = jax.vmap(env.step)(state, action)
     frame = env.render(state)[:, 0]
     history = jnp.concatenate([history[:, 1:], frame[:, None]], axis=1)
     return (state, history), (state.success, frame if record else None)

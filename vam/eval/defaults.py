@@ -13,7 +13,8 @@ def get(**overrides) -> ml_collections.ConfigDict:
   c.splits = list(tasks.SPLITS)  # train (seen) | unseen_positions | unseen_objects | unseen_scene
   c.episodes = 8  # per cell (embodiment x task x mode x split)
   c.num_envs = 64  # episodes simulated together (one compiled rollout)
-  c.replan_every = 4  # K: actions of each chunk executed before replanning
+  c.control = "joints"  # the slot robots execute: joints (joint-target deltas) | eef (pose through differential IK)
+  c.replan_every = 8  # K: actions of each chunk executed before replanning
   c.sample_steps = 10  # Euler steps of the action flow
   c.seed = 0  # world seeds of the cells (fixed, disjoint from the datasets')
   c.backend = "warp"

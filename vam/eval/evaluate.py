@@ -50,7 +50,7 @@ def evaluate(workdir: str, step: int | None = None, out: str | None = None, over
       runners[key] = closed_loop.Runner(emb, ec.num_envs, restored.image_size, cfg.data.camera, ec.backend)
     runner = runners[key]
     if agent == "policy":
-      a = agents.learned(restored, emb, ec.replan_every, ec.sample_steps)
+      a = agents.learned(restored, emb, ec.replan_every, ec.sample_steps, ec.control)
     else:
       a = agents.expert(runner.env) if agent == "expert" else agents.random(runner.env, ec.replan_every)
     t = time.perf_counter()

@@ -1,8 +1,10 @@
-"""Offline metrics on held-out (val split) episodes: error of sampled action chunks against the demos.
+"""Offline metrics on held-out (val split) episodes: error of sampled action chunks against the demos, beside
+the same error of two simple references that any useful policy must beat: `hold` (stay still: zero joint
+deltas, the current pose, the gripper as it is) and `last` (repeat the previous step's action).
 
 Errors are root-mean-square over valid entries (the window's action mask), per action slot, in normalised
 units and in native units (denormalised with the checkpoint's statistics: metres / 6D-rotation components /
-radians / gripper command).
+radians or metres of joint-target deltas / gripper command). Windows are drawn task-balanced.
 """
 
 import jax
@@ -13,33 +15,46 @@ from vam.eval import restore
 
 # What a policy's sample() reads: the context frames, instruction, embodiment, proprio, the chunk's shape.
 INFERENCE_KEYS = ("images", "instruction", "embodiment_id", "proprio", "action_mask")
+OPTIONAL_KEYS = ("privileged",)
+REFERENCES = ("hold", "last")
 
 
 def action_error(restored, data_dir: str, windows_count: int, batch_size: int, seed: int, sample_steps: int,
                  tau_v: float | None = None) -> dict:
-  """RMSE per slot of sampled chunks on held-out windows. `tau_v`: the inference tau_v of a video-action
-  model (None: its config's; policies without a video model ignore it)."""
+  """{slot: {rmse_normalised, rmse_native, entries, hold_rmse_*, last_rmse_*}} of sampled chunks on held-out
+  windows. `tau_v`: the inference tau_v of a video-action model (None: its config's)."""
   space = restored.space
   it = restore.heldout_windows(restored, data_dir, batch_size, seed, future_frames=0)
-  norm = restored.assets["normalization"]
-  scale = np.stack([np.asarray(norm["action_scale"].get(e, np.ones(space.dim)), np.float32) for e in space.embodiments])
+  scale = restored.normalizer.action_scale_table()
   kwargs = {} if tau_v is None else dict(tau_v=tau_v)
 
   sample = jax.jit(lambda params, batch, rng: restored.binder(params).sample(batch, rng, sample_steps, **kwargs))
-  sq = {name: [0.0, 0.0, 0] for name in space.slots}  # normalised sum, native sum, count
+  kinds = ("policy",) + REFERENCES
+  sq = {name: {k: [0.0, 0.0] for k in kinds} for name in space.slots}  # normalised, native sums
+  count = {name: 0 for name in space.slots}
   for i in range(max(1, windows_count // batch_size)):
     batch = next(it)
-    inputs = {k: jnp.asarray(batch[k]) for k in INFERENCE_KEYS}
-    pred = np.asarray(sample(restored.params, inputs, jax.random.PRNGKey(seed + i)))
-    err = pred - batch["actions"]
-    native = err * scale[batch["embodiment_id"]][:, None, :]
+    inputs = {k: jnp.asarray(batch[k]) for k in INFERENCE_KEYS + OPTIONAL_KEYS if k in batch}
+    preds = dict(policy=np.asarray(sample(restored.params, inputs, jax.random.PRNGKey(seed + i))),
+                 **{k: batch[f"{k}_actions"] for k in REFERENCES})
+    row_scale = scale[batch["embodiment_id"]][:, :batch["actions"].shape[1]]
     for name, slot in space.slots.items():
       m = batch["action_mask"][..., slot.slice]
-      sq[name][0] += float(np.sum(np.square(err[..., slot.slice])[m]))
-      sq[name][1] += float(np.sum(np.square(native[..., slot.slice])[m]))
-      sq[name][2] += int(m.sum())
-  return {name: dict(rmse_normalised=float(np.sqrt(a / n)), rmse_native=float(np.sqrt(b / n)), entries=n)
-          for name, (a, b, n) in sq.items() if n}
+      count[name] += int(m.sum())
+      for kind, pred in preds.items():
+        err = (pred - batch["actions"])[..., slot.slice]
+        sq[name][kind][0] += float(np.sum(np.square(err)[m]))
+        sq[name][kind][1] += float(np.sum(np.square(err * row_scale[..., slot.slice])[m]))
+  out = {}
+  for name, n in count.items():
+    if not n:
+      continue
+    row = dict(entries=n)
+    for kind, (a, b) in sq[name].items():
+      prefix = "" if kind == "policy" else f"{kind}_"
+      row[f"{prefix}rmse_normalised"], row[f"{prefix}rmse_native"] = float(np.sqrt(a / n)), float(np.sqrt(b / n))
+    out[name] = row
+  return out
 
 
 def action_error_by_tau_v(restored, data_dir: str, taus, windows_count: int, batch_size: int, seed: int,

@@ -183,10 +183,14 @@ def _policy_html(latest: dict, report: dict) -> list[str]:
            f"{sum(c['episodes'] for c in latest['cells'])} episodes; {latest['eval_seconds']:.0f} s</p>",
            "<h2>Success rate [95% Wilson interval]</h2>", success_table(latest["cells"]), _plot(report["evaluations"])]
   if latest.get("offline"):
-    rows = "".join(f"<tr><td>{k}</td><td>{v['rmse_normalised']:.4f}</td><td>{v['rmse_native']:.4f}</td>"
-                   f"<td>{v['entries']}</td></tr>" for k, v in latest["offline"].items())
-    parts.append("<h2>Offline action error on held-out episodes (RMSE)</h2><table><tr><th>slot</th>"
-                 f"<th>normalised</th><th>native</th><th>entries</th></tr>{rows}</table>")
+    ref = lambda v, k, unit: f"<td>{v[k + unit]:.4f}</td>" if k + unit in v else "<td></td>"
+    rows = "".join(f"<tr><td>{k}</td><td>{v['rmse_normalised']:.4f}</td>{ref(v, 'hold_', 'rmse_normalised')}"
+                   f"{ref(v, 'last_', 'rmse_normalised')}<td>{v['rmse_native']:.4f}</td>"
+                   f"{ref(v, 'hold_', 'rmse_native')}{ref(v, 'last_', 'rmse_native')}<td>{v['entries']}</td></tr>"
+                   for k, v in latest["offline"].items())
+    parts.append("<h2>Offline action error on held-out episodes (RMSE): the policy, and the references 'hold "
+                 "still' and 'repeat the last action'</h2><table><tr><th>slot</th><th>normalised</th><th>hold</th>"
+                 f"<th>last</th><th>native</th><th>hold</th><th>last</th><th>entries</th></tr>{rows}</table>")
   parts.append(_tau_v_plot(latest))
   return parts
 
@@ -237,6 +241,10 @@ def text_table(evaluation: dict) -> str:
       vals.append(f"{c['success_rate']:.2f} [{c['ci95'][0]:.2f},{c['ci95'][1]:.2f}]" if c else "")
     lines.append(f"{e:<11}{t:<11}" + "".join(f"{v:>24}" for v in vals))
   lines.append(f"mean success {evaluation['means']['overall']:.3f} (step {evaluation['step']})")
+  for slot, v in evaluation.get("offline", {}).items():
+    if slot.endswith("_joints") and "hold_rmse_native" in v:
+      lines.append(f"offline {slot} RMSE (native): policy {v['rmse_native']:.4f}, hold still "
+                   f"{v['hold_rmse_native']:.4f}, repeat last {v['last_rmse_native']:.4f}")
   curve = tau_v_curve(evaluation)
   if curve:
     lines.append("offline action RMSE (normalised) by inference tau_v: " +

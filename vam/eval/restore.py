@@ -9,7 +9,6 @@ import os
 
 import jax
 import ml_collections
-import orbax.checkpoint as ocp
 from flax import nnx
 
 from vam import checkpoints
@@ -27,6 +26,7 @@ class Restored:
   config: ml_collections.ConfigDict  # the training config saved with the checkpoint (+ eval overrides)
   assets: dict
   space: embodiment_lib.ActionSpace
+  normalizer: embodiment_lib.Normalizer  # the statistics saved with the checkpoint (never the dataset's on disk)
   model: nnx.Module  # the model with the EMA params bound
   params: dict  # the EMA params (pure dict of arrays) on the first device
   binder: registry.Binder
@@ -36,32 +36,19 @@ class Restored:
     return int(self.assets["image_size"])
 
 
-def finished_steps(workdir: str) -> list[int]:
-  ckpt_dir = checkpoints.directory(workdir)
-  if not os.path.isdir(ckpt_dir):
-    raise checkpoints.CheckpointError(f"workdir {workdir!r} has no checkpoints ({ckpt_dir} does not exist); "
-                                      "train first with python -m vam.train")
-  return sorted(checkpoints.manager(workdir, read_only=True).all_steps())
+finished_steps = checkpoints.finished_steps
 
 
 def load(workdir: str, step: int | None = None, overrides=()) -> Restored:
-  """Restores `step` (default: the newest finished one) of `workdir` onto the present devices.
+  """Restores `step` (default: the newest finished one) of `workdir` onto the first present device.
 
   `overrides` ([(dotted key, text)]) apply to the saved config, whose `eval` section is completed with
   `vam.eval.defaults` first (a training config need not define one)."""
-  steps = finished_steps(workdir)
-  if not steps:
-    raise checkpoints.CheckpointError(f"workdir {workdir!r} has no finished checkpoint in "
-                                      f"{checkpoints.directory(workdir)}")
-  step = steps[-1] if step is None else int(step)
-  if step not in steps:
-    raise checkpoints.CheckpointError(f"workdir {workdir!r} has no finished checkpoint of step {step}; "
-                                      f"finished steps: {steps}")
-  mngr = checkpoints.manager(workdir, read_only=True)
-  assets = checkpoints.read_assets(mngr, step)
+  step, assets = checkpoints.step_and_assets(workdir, step)
+  where = f"{checkpoints.directory(workdir)}/{step}"
   for key in ("config", "normalization", "action_space", "image_size"):
     if key not in assets:
-      raise checkpoints.CheckpointError(f"checkpoint {mngr.directory}/{step}: assets lack {key!r}")
+      raise checkpoints.CheckpointError(f"checkpoint {where}: assets lack {key!r}")
   config = ml_collections.ConfigDict(assets["config"])
   merged = defaults.get()
   merged.update(config.get("eval", {}))
@@ -70,24 +57,17 @@ def load(workdir: str, step: int | None = None, overrides=()) -> Restored:
     config_lib.override(config, key, text)
   space = embodiment_lib.ActionSpace(tuple(assets["action_space"]["embodiments"]))
   if space.layout() != assets["action_space"]:
-    raise checkpoints.CheckpointError(f"checkpoint {mngr.directory}/{step}: its action-space layout differs from "
-                                      "this version of vam's")
+    raise checkpoints.CheckpointError(f"checkpoint {where}: its action-space layout differs from this version of "
+                                      "vam's")
   make_model = registry.factory(config, space.dim, len(space.embodiments), int(assets["image_size"]))
   binder = registry.Binder(make_model)
   # Onto the first present device, whatever mesh training used: the simulator's batch runs on one device.
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
                           nnx.to_pure_dict(binder.abstract_params))
-  path = os.path.join(str(mngr.directory), str(step), checkpoints.EMA)
-  if not os.path.isdir(path):
-    raise checkpoints.CheckpointError(f"checkpoint {mngr.directory}/{step} has no {checkpoints.EMA!r} item")
-  try:
-    params = mngr.restore(step, args=ocp.args.Composite(**{checkpoints.EMA: ocp.args.StandardRestore(abstract)}))
-  except (ValueError, KeyError) as e:
-    raise checkpoints.CheckpointError(f"checkpoint {mngr.directory}/{step}: its params do not fit the model its "
-                                      f"config describes ({str(e)[:600]})") from None
-  params = params[checkpoints.EMA]
+  params, _, _ = checkpoints.restore_params(workdir, step, abstract)
   return Restored(workdir=os.path.abspath(workdir), step=step, config=config, assets=assets, space=space,
+                  normalizer=embodiment_lib.Normalizer.from_dict(assets["normalization"], space),
                   model=binder(params), params=params, binder=binder)
 
 
@@ -99,7 +79,9 @@ def heldout_windows(restored: Restored, data_dir: str, batch_size: int, seed: in
   spec = windows.WindowSpec(context_frames=d.context_frames,
                             future_frames=d.future_frames if future_frames is None else future_frames,
                             action_horizon=d.action_horizon, proprio_dim=d.proprio_dim,
-                            temporal_factor=registry.temporal_factor(cfg))
+                            temporal_factor=registry.temporal_factor(cfg), references=True,
+                            pad=d.get("pad", "repeat"))
   entries = pipeline.entries_from_config(data_dir, d)
-  loader = pipeline.InputPipeline(entries, spec, restored.space, split="val", camera=d.camera, norm_mode=d.norm_mode)
+  loader = pipeline.InputPipeline(entries, spec, restored.space, split="val", camera=d.camera, norm_mode=d.norm_mode,
+                                  normalizer=restored.normalizer)
   return iter(loader.dataset(batch_size, seed=seed, shard_index=0, shard_count=1, prefetch_buffer=0))

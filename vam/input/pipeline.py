@@ -1,5 +1,10 @@
 """grain pipeline: per-dataset windows (shuffled per epoch, sharded per host) -> weighted mixture -> batches.
 
+Sampling is by weight, not by length: a dataset's share of the batch is its mixture weight, and within a
+dataset each (embodiment, task) group is equally likely (`balance='task'`, the default), so short episodes
+(a reach is a few steps) are seen as often as long ones (a stack is seventy). `balance='window'` draws
+every window of a dataset equally instead.
+
     loader = InputPipeline(entries_from_config(config.data_dir, config.data), spec, space)
     it = iter(loader.dataset(batch_size=32, seed=0))     # per-host numpy batches; it.get_state()/set_state()
     batch = to_global(next(it), sharding)          # global jax.Array sharded over the data axes
@@ -20,14 +25,17 @@ import numpy as np
 from vam import embodiment as embodiment_lib
 from vam.data import stats as stats_lib
 from vam.input import latents as latents_lib
-from vam.input import normalize, sources, windows
+from vam import mapping as mapping_lib
+from vam.input import sources, windows
+
+BALANCES = ("task", "window")
 
 
 class WindowSource:
   """grain random-access source: index i -> one training window (plus its provenance)."""
 
   def __init__(self, episodes: sources.EpisodeSource, spec: windows.WindowSpec, space, normalizer, dataset_id: int,
-               cache_mb: float = 256, mapping: embodiment_lib.Mapping | None = None, only_embodiments=(),
+               cache_mb: float = 256, mapping: mapping_lib.Mapping | None = None, only_embodiments=(),
                max_episodes: int = 0):
     """`only_embodiments` (empty: all) and `max_episodes` (0: all; the first ones, in dataset order) select
     episodes, e.g. N demos of one robot for fine-tuning."""
@@ -36,8 +44,9 @@ class WindowSource:
     self.cache_bytes, self._cached_bytes = cache_mb * 2 ** 20, 0
     keep = [e for e in range(len(episodes)) if not only_embodiments or episodes.embodiment[e] in only_embodiments]
     keep = keep[:max_episodes] if max_episodes > 0 else keep
-    # Every step that has at least one future pose to predict (t <= T - 2).
-    self.index = np.array([(e, t) for e in keep for t in range(max(episodes.lengths[e] - 1, 0))], np.int64)
+    # Every step (with `pad='mask'`: every step that has at least one future pose to predict, t <= T - 2).
+    last = 1 if spec.pad == "mask" else 0
+    self.index = np.array([(e, t) for e in keep for t in range(max(episodes.lengths[e] - last, 0))], np.int64)
     if not len(self.index):
       raise ValueError(f"dataset {episodes.dir} split {episodes.split}: no selected episode has two or more steps "
                        f"(embodiments {list(only_embodiments) or 'all'}, max_episodes {max_episodes or 'all'})")
@@ -54,18 +63,38 @@ class WindowSource:
     ep = self.episodes.episode(e)
     # Mutual imitation: the other embodiments' mapped trajectories (IK included) are computed once per
     # decoded episode, beside it in the cache.
-    ep["mapped"] = embodiment_lib.map_episode(ep, self.space, self.mapping)
+    ep["mapped"] = mapping_lib.map_episode(ep, self.space, self.mapping)
     self._cache[e] = ep
     self._cached_bytes += _nbytes(ep)
     while self._cached_bytes > self.cache_bytes and len(self._cache) > 1:
       self._cached_bytes -= _nbytes(self._cache.popitem(last=False)[1])
     return ep
 
+  def groups(self) -> dict:
+    """{(embodiment, task): positions in this source's window index}."""
+    out = {}
+    for i, e in enumerate(self.index[:, 0]):
+      out.setdefault((self.episodes.embodiment[e], self.episodes.task[e]), []).append(i)
+    return {k: np.asarray(v, np.int64) for k, v in sorted(out.items())}
+
   def __getitem__(self, i):
     e, t = (int(x) for x in self.index[i])
     w = windows.make_window(self._episode(e), t, self.spec, self.space, self.normalizer)
     w["provenance"] = np.array([self.dataset_id, e, t], np.int32)  # which window: for NaN reports
     return w
+
+
+class _Subset:
+  """The windows of a source at `positions` (one (embodiment, task) group)."""
+
+  def __init__(self, source: WindowSource, positions: np.ndarray):
+    self.source, self.positions = source, positions
+
+  def __len__(self):
+    return len(self.positions)
+
+  def __getitem__(self, i):
+    return self.source[int(self.positions[i])]
 
 
 def _nbytes(episode: dict) -> int:
@@ -100,10 +129,16 @@ class InputPipeline:
 
   def __init__(self, entries, spec: windows.WindowSpec, space: embodiment_lib.ActionSpace, split="train",
                camera="front", norm_mode="quantile", cache_mb: float = 256, latents: str | None = None,
-               mapping: embodiment_lib.Mapping | None = None, only_embodiments=(), max_episodes: int = 0):
+               mapping: mapping_lib.Mapping | None = None, only_embodiments=(), max_episodes: int = 0,
+               balance: str = "task", normalizer: embodiment_lib.Normalizer | None = None,
+               norm_per_step: bool = False):
     """`latents`: the fingerprint of the autoencoder whose precomputed latents windows should carry;
     `mapping`: mutual imitation (windows also carry the other embodiments' mapped action slots). Entries of
-    weight 0 only contribute normalisation statistics."""
+    weight 0 only contribute normalisation statistics. `balance`: see the module docstring. `normalizer`: use
+    these statistics (e.g. a checkpoint's) instead of the datasets' own."""
+    if balance not in BALANCES:
+      raise ValueError(f"config.data.balance={balance!r}; valid: {list(BALANCES)}")
+    self.balance = balance
     stats_only = [e for e in entries if e.weight <= 0]
     entries = [e for e in entries if e.weight > 0]
     self.entries, self.spec, self.space, self.split = entries, spec, space, split
@@ -115,9 +150,10 @@ class InputPipeline:
       if unknown:
         raise ValueError(f"dataset {e.path}: embodiments {sorted(unknown)} are not in the action space "
                          f"{list(space.embodiments)}")
-    self.stats = normalize.merge_stats(*[s.stats for s in self.episodes],
-                                       *[stats_lib.read(e.path) for e in stats_only])
-    self.normalizer = normalize.Normalizer(self.stats, space, spec.proprio_dim, norm_mode)
+    self.stats = embodiment_lib.merge_stats(*[s.stats for s in self.episodes],
+                                            *[stats_lib.read(e.path) for e in stats_only])
+    self.normalizer = normalizer or embodiment_lib.Normalizer.from_stats(
+        self.stats, space, spec.proprio_dim, norm_mode, horizon=spec.action_horizon, per_step=norm_per_step)
     if mapping is not None:
       missing = [n for n in space.embodiments if n not in self.normalizer.action_offset]
       if missing:
@@ -132,13 +168,15 @@ class InputPipeline:
     """An infinite, deterministic (for a seed and shard), checkpointable iterator of per-host batches."""
     shard_index = jax.process_index() if shard_index is None else shard_index
     shard_count = jax.process_count() if shard_count is None else shard_count
-    parts = []
+    parts, weights = [], []
     for i, src in enumerate(self.sources):
-      ds = grain.MapDataset.source(src)[shard_index::shard_count]
-      if not len(ds):
-        raise ValueError(f"dataset {self.entries[i].path}: shard {shard_index}/{shard_count} is empty")
-      parts.append(ds.shuffle(seed=seed * 1000 + i).repeat())
-    weights = [e.weight for e in self.entries]
+      groups = src.groups() if self.balance == "task" else {("all", "all"): np.arange(len(src))}
+      for j, (group, positions) in enumerate(groups.items()):
+        ds = grain.MapDataset.source(_Subset(src, positions))[shard_index::shard_count]
+        if not len(ds):
+          raise ValueError(f"dataset {self.entries[i].path}: shard {shard_index}/{shard_count} of {group} is empty")
+        parts.append(ds.shuffle(seed=seed * 1000 + i * 100 + j).repeat())
+        weights.append(self.entries[i].weight / len(groups))
     mixed = parts[0] if len(parts) == 1 else grain.MapDataset.mix(parts, weights=weights)
     it = mixed.to_iter_dataset().batch(batch_size, drop_remainder=True)
     if workers > 0:

@@ -12,8 +12,8 @@ import tensorflow_datasets as tfds
 from vam.data import stats as stats_lib
 from vam.input import latents as latents_lib
 
-REQUIRED_STEP_FIELDS = ("observation/state", "observation/eef", "action", "language_instruction", "is_first",
-                        "is_last")
+REQUIRED_STEP_FIELDS = ("observation/state", "observation/eef", "action", "eef_target", "language_instruction",
+                        "is_first", "is_last")
 REQUIRED_METADATA = ("embodiment", "action_dim", "state_dim")
 
 
@@ -50,6 +50,7 @@ class EpisodeSource:
       if f"episode_metadata/{field}" not in paths:
         raise ValueError(f"dataset {dataset_dir}: field episode_metadata/{field} is missing ({features_file})")
     self.has_hand = "steps/observation/hand_keypoints" in paths
+    self.has_privileged = "steps/observation/privileged" in paths
     self.dir, self.split, self.camera = dataset_dir, split, camera
     builder = tfds.builder_from_directory(dataset_dir)
     if split not in builder.info.splits:
@@ -58,6 +59,7 @@ class EpisodeSource:
     self.stats = stats_lib.read(dataset_dir)
     metas = [self.source[i]["episode_metadata"] for i in range(len(self.source))]
     self.embodiment = [m["embodiment"].decode() for m in metas]
+    self.task = [m["task"].decode() if "task" in m else "" for m in metas]
     self.lengths = np.array([len(self.source[i]["steps"]) for i in range(len(self.source))])
     self.latents = latents_lib.StoredLatents(latents, split, self.lengths) if latents else None
 
@@ -78,12 +80,15 @@ class EpisodeSource:
         state=np.stack([o["state"] for o in obs])[:, :s_dim].astype(np.float32),
         eef=np.stack([o["eef"] for o in obs]).astype(np.float32),
         action=np.stack([s["action"] for s in steps])[:, :a_dim].astype(np.float32),
+        eef_target=np.stack([s["eef_target"] for s in steps]).astype(np.float32),
     )
     if self.latents is not None:
       out["latents"] = self.latents.episode(int(i))
+    if self.has_privileged:
+      out["privileged"] = np.stack([o["privileged"] for o in obs]).astype(np.float32)
     if self.has_hand:
       out["hand_keypoints"] = np.stack([o["hand_keypoints"] for o in obs]).astype(np.float32)
-    for key in ("state", "eef", "action", "hand_keypoints"):
+    for key in ("state", "eef", "eef_target", "action", "hand_keypoints"):
       if key in out and not np.isfinite(out[key]).all():
         raise ValueError(f"dataset {self.dir} split {self.split} episode {i}: non-finite values in {key}")
     return out

@@ -9,11 +9,15 @@ model's autoencoder; 1 otherwise):
   context_latents (H_o, h, w, C)  with precomputed latents (latent of step s = frames s-tf+1 .. s): the
   future_latents  (H_f, h, w, C)  latents of steps t-(H_o-1-j)*tf and t+(j+1)*tf, the same groups as above
   proprio         (P,)            normalised native state at t, zero-padded to P
-  actions         (H_a, A)        normalised unified chunk: pose targets t+1..t+H_a relative to t, native
-                                  actions t..t+H_a-1; `action_mask` (H_a, A) = valid slot dims x valid steps
+  actions         (H_a, A)        normalised unified chunk (vam/embodiment.py) of actions t..t+H_a-1:
+                                  end-effector poses they command relative to the pose at t, joint targets
+                                  as deltas from the joints at t, gripper commands (the hand: keypoints
+                                  t+1..t+H_a relative to t); `action_mask` = valid slot dims x valid steps
                                   (the episode's own slots and, with mutual imitation, the mapped slots of
                                   the other embodiments: `mapped_mask` (H_a, A) marks those)
-Steps past the episode end repeat the last valid target and are masked out.
+Chunk steps past the episode's end repeat its last action -- the robot holds where the demo ended -- and are
+trained on (`pad='repeat'`, Diffusion Policy's padding): a policy that replans near its goal must have
+learnt to stay there. `pad='mask'` masks them out instead.
 """
 
 import dataclasses
@@ -32,6 +36,8 @@ class WindowSpec:
   action_horizon: int = 8  # H_a
   proprio_dim: int = 17  # P: widest proprio of the embodiments in the mixture
   temporal_factor: int = 1  # frames per latent frame (video models)
+  references: bool = False  # also the reference chunks `hold_actions` / `last_actions` (offline metrics)
+  pad: str = "repeat"  # chunk steps past the episode's end: repeat its last action (hold) | mask them out
 
 
 def encode_instruction(text: str) -> np.ndarray:
@@ -44,13 +50,17 @@ def decode_instruction(codes: np.ndarray) -> str:
   return bytes(np.asarray(codes, np.uint8)).rstrip(b"\0").decode("utf-8", errors="replace")
 
 
-def unified_chunk(ep: dict, t: int, horizon: int, space: embodiment_lib.ActionSpace, views=None):
+PADS = ("repeat", "mask")
+
+
+def unified_chunk(ep: dict, t: int, horizon: int, space: embodiment_lib.ActionSpace, views=None, pad="repeat"):
   """Raw (un-normalised) unified action chunk (H_a, A), its validity mask (H_a, A) and the mask of the mapped
-  slots (H_a, A). `views` {embodiment: {eef, action, hand_keypoints}}: other embodiments' mapped
+  slots (H_a, A). `views` {embodiment: {eef, eef_target, state, action, hand_keypoints}}: other embodiments' mapped
   trajectories of this episode (`embodiment.map_episode`), filled into their slots like the episode's own."""
   T = len(ep["action"])
   ks = np.arange(horizon)
-  valid_t = t + 1 + ks <= T - 1  # the pose reached after action t+k must exist
+  # With masking, the pose reached after action t+k must exist; repeating holds the last action instead.
+  valid_t = (t + 1 + ks <= T - 1) if pad == "mask" else np.ones(horizon, bool)
   nxt = np.minimum(t + 1 + ks, T - 1)
   act = np.minimum(t + ks, T - 1)
   chunk = np.zeros((horizon, space.dim), np.float32)
@@ -60,14 +70,33 @@ def unified_chunk(ep: dict, t: int, horizon: int, space: embodiment_lib.ActionSp
       if slot.kind == "hand":
         chunk[:, slot.slice] = embodiment_lib.relative_hand(view["hand_keypoints"][t], view["hand_keypoints"][nxt])
       elif slot.kind == "eef":
-        rel = embodiment_lib.relative_pose(view["eef"][t], view["eef"][nxt])
+        rel = embodiment_lib.relative_pose(view["eef"][t], view["eef_target"][act])
         chunk[:, slot.slice] = np.concatenate([rel, view["action"][act, -1:]], axis=-1)
       else:
-        chunk[:, slot.slice] = view["action"][act]
+        joints = embodiment_lib.joint_positions(name, view["state"][t])
+        chunk[:, slot.slice] = embodiment_lib.relative_joints(joints, view["action"][act])
     if view is not ep:
       mapped |= space.embodiment_mask(name)
   own = space.embodiment_mask(ep["embodiment"])
   return chunk, valid_t[:, None] & (own | mapped)[None, :], valid_t[:, None] & mapped[None, :]
+
+
+def reference_chunks(ep: dict, t: int, horizon: int, space) -> dict:
+  """Raw unified chunks (H_a, A) of two simple policies, for the episode's own slots at step t:
+  `hold`: stay where it is (zero joint deltas, the current pose, the gripper command matching its opening);
+  `last`: repeat the previous step's action (joint targets and gripper command of step t-1; at t = 0, hold)."""
+  T = len(ep["action"])
+  name = ep["embodiment"]
+  rep = lambda x: np.repeat(x[None], T, axis=0)
+  still = {k: rep(ep[k][t]) for k in ("eef", "hand_keypoints") if k in ep}
+  if name == embodiment_lib.HAND:
+    hold = last = dict(ep, **still)
+  else:
+    joints = embodiment_lib.joint_positions(name, ep["state"][t])
+    held = np.concatenate([joints, 1.0 - ep["state"][t, len(joints):len(joints) + 1]])
+    hold = dict(ep, **still, eef_target=rep(ep["eef"][t]), action=rep(held))
+    last = hold if t == 0 else dict(ep, **still, eef_target=rep(ep["eef_target"][t - 1]), action=rep(ep["action"][t - 1]))
+  return {k: unified_chunk(v, t, horizon, space)[0] for k, v in (("hold", hold), ("last", last))}
 
 
 def make_window(ep: dict, t: int, spec: WindowSpec, space, normalizer) -> dict:
@@ -77,12 +106,17 @@ def make_window(ep: dict, t: int, spec: WindowSpec, space, normalizer) -> dict:
   ctx_ends = t - (spec.context_frames - 1 - np.arange(spec.context_frames)) * tf  # last step of each group
   fut_ends = t + (1 + np.arange(spec.future_frames)) * tf
   views = ep.get("mapped", {})
-  chunk, mask, mapped_mask = unified_chunk(ep, t, spec.action_horizon, space, views)
+  chunk, mask, mapped_mask = unified_chunk(ep, t, spec.action_horizon, space, views, spec.pad)
   name = ep["embodiment"]
   normalized = normalizer.normalize_actions(name, chunk)
   for other in views:  # mapped slots take their own embodiment's statistics
     normalized = np.where(space.embodiment_mask(other), normalizer.normalize_actions(other, chunk), normalized)
   out = {}
+  if "privileged" in ep and name in normalizer.privileged_offset:  # the privileged-state policy's input only
+    out["privileged"] = normalizer.normalize_privileged(name, ep["privileged"][t])
+  if spec.references:
+    for key, ref in reference_chunks(ep, t, spec.action_horizon, space).items():
+      out[f"{key}_actions"] = np.where(mask, normalizer.normalize_actions(name, ref), 0.0).astype(np.float32)
   if "latents" in ep:
     out.update(context_latents=ep["latents"][np.clip(ctx_ends, 0, T - 1)],
                future_latents=ep["latents"][np.clip(fut_ends, 0, T - 1)])

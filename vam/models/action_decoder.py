@@ -4,7 +4,8 @@ Tokens: [proprio token (or a learned mask token); H_a noisy action tokens], each
 plus learned absolute positions. Each block: cross-attention to the conditioning features ->
 self-attention over the sequence -> MLP, each with adaLN shift/scale/gate (gates start at zero)
 and QK-RMSNorm. Time conditioning fuses tau_a and (for the VAM) tau_v: their sinusoidal embeddings
-pass through MLPs and a low-rank bilinear term. The output is the velocity of the action tokens.
+pass through MLPs and a low-rank bilinear term; with `global_cond` the mean conditioning token is added to it
+(FiLM by the observation, as in Diffusion Policy's U-Net). The output is the velocity of the action tokens.
 """
 
 import dataclasses
@@ -28,6 +29,10 @@ class DecoderConfig:
   mlp_ratio: int = 4
   time_dim: int = 128
   bilinear_rank: int = 16
+  # Also FiLM every block with the mean of the conditioning tokens (added to the adaLN time conditioning):
+  # observations then steer every layer from the first step, not only through cross-attention.
+  global_cond: bool = False
+  gate_init: float = 0.0  # adaLN gates at initialisation: 0 = adaLN-zero (DiT), 1 = open residual branches
 
 
 class Block(nnx.Module):
@@ -37,7 +42,7 @@ class Block(nnx.Module):
     self.cross = layers.Attention(d, cfg.heads, kv_dim=cfg.cond_dim, rngs=rngs)
     self.self_attn = layers.Attention(d, cfg.heads, rngs=rngs)
     self.mlp = layers.Mlp(d, cfg.mlp_ratio * d, d, rngs=rngs)
-    self.ada = layers.AdaLN(d, d, 3, rngs=rngs)
+    self.ada = layers.AdaLN(d, d, 3, gate_init=cfg.gate_init, rngs=rngs)
 
   def __call__(self, x, cond, cond_mask, c):
     s1, g1, a1, s2, g2, a2, s3, g3, a3 = self.ada(c)
@@ -59,6 +64,7 @@ class ActionDecoder(nnx.Module):
     self.bilinear_a = nnx.Linear(cfg.time_dim, cfg.bilinear_rank, rngs=rngs)
     self.bilinear_v = nnx.Linear(cfg.time_dim, cfg.bilinear_rank, rngs=rngs)
     self.bilinear_out = nnx.Linear(cfg.bilinear_rank, d, rngs=rngs)
+    self.global_in = layers.Mlp(cfg.cond_dim, d, d, rngs=rngs) if cfg.global_cond else None
     self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.depth)])
     self.final_norm = nnx.LayerNorm(d, use_scale=False, use_bias=False, rngs=rngs)
     self.final_ada = layers.AdaLN(d, d, 1, rngs=rngs)
@@ -76,6 +82,10 @@ class ActionDecoder(nnx.Module):
     if tau_v is not None:
       e_v = layers.timestep_embedding(tau_v, cfg.time_dim)
       c = c + self.time_v(e_v) + self.bilinear_out(self.bilinear_a(e_a) * self.bilinear_v(e_v))
+    if self.global_in is not None:
+      w = jnp.ones(cond.shape[:2], cond.dtype) if cond_mask is None else cond_mask.astype(cond.dtype)
+      pooled = jnp.sum(cond * w[..., None], axis=1) / jnp.maximum(jnp.sum(w, axis=1, keepdims=True), 1.0)
+      c = c + self.global_in(pooled)
     p = self.proprio_in(proprio)
     if proprio_dropped is not None:
       p = jnp.where(proprio_dropped[:, None], self.proprio_mask_token.value[None], p)

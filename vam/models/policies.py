@@ -1,6 +1,11 @@
-"""Policies. `ImageBaseline`: the "VLA-style" baseline of METHOD.md -- the action decoder conditioned on
-single-image-encoder features of the H_o context frames, the instruction and the embodiment (no video
-pretraining). The loss and the sampler follow the one flow convention of `vam.flow`.
+"""Policies: the flow-matching action decoder (METHOD.md) conditioned on observation tokens.
+
+`ImageBaseline`: the "VLA-style" baseline of METHOD.md -- the decoder conditioned on an image encoder's
+features of the H_o context frames, the instruction and the embodiment (no video pretraining).
+`StatePolicy`: the diagnostic ladder's privileged-state rung -- the same decoder conditioned on the
+simulator's true task state (target and object positions, task one-hot) instead of images: it isolates
+control from vision (if it fails, the action representation or the closed loop is wrong).
+The loss and the sampler follow the one flow convention of `vam.flow`.
 """
 
 import dataclasses
@@ -11,50 +16,38 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vam import flow
-from vam.models import action_decoder, encoders, text
+from vam.models import action_decoder, encoders, layers, text
 
 
 @dataclasses.dataclass(frozen=True)
-class BaselineConfig:
+class PolicyConfig:
   encoder: encoders.EncoderConfig
   decoder: action_decoder.DecoderConfig
   proprio_dropout: float = 0.2
   action_time_sampler: str = "sqrt"
   sample_steps: int = 10
+  use_text: bool = True  # the state policy may read the task from its one-hot instead
+  privileged_dim: int = 0  # StatePolicy: width of the privileged state
 
 
-INPUT_KEYS = ("images", "instruction", "embodiment_id", "proprio", "actions", "action_mask")  # what loss() reads
+class FlowPolicy(nnx.Module):
+  """The shared part: flow-matching loss and Euler sampling of the decoder given `condition(batch)`."""
 
+  cfg: PolicyConfig
 
-class ImageBaseline(nnx.Module):
-  def __init__(self, cfg: BaselineConfig, *, rngs: nnx.Rngs):
-    if cfg.decoder.cond_dim != cfg.encoder.width:
-      raise ValueError(f"decoder.cond_dim ({cfg.decoder.cond_dim}) must equal encoder.width ({cfg.encoder.width})")
-    self.cfg = cfg
-    self.images = encoders.ImageEncoder(cfg.encoder, rngs=rngs)
-    self.text = text.InstructionEncoder(encoders.text_config(cfg.encoder), rngs=rngs)
-    self.embodiment = nnx.Embed(cfg.encoder.num_embodiments, cfg.encoder.width, rngs=rngs)
-    self.decoder = action_decoder.ActionDecoder(cfg.decoder, rngs=rngs)
-
-  def condition(self, batch):
-    """Observation tokens (B, M, D) and their mask (B, M)."""
-    img = self.images(batch["images"])
-    words, text_mask = self.text(batch["instruction"])
-    emb = self.embodiment(batch["embodiment_id"])[:, None]
-    tokens = jnp.concatenate([emb, img, words], axis=1)
-    b = img.shape[0]
-    mask = jnp.concatenate([jnp.ones((b, 1 + img.shape[1]), bool), text_mask], axis=1)
-    return tokens, mask
+  def condition(self, batch, rng=None):
+    """Observation tokens (B, M, D) and their mask (B, M); `rng` (training only) drives augmentation."""
+    raise NotImplementedError
 
   def loss(self, batch, rng):
     """Masked flow-matching loss on the unified action chunk. Returns (loss, metrics)."""
-    k_t, k_eps, k_drop = jax.random.split(rng, 3)
+    k_t, k_eps, k_drop, k_aug = jax.random.split(rng, 4)
     x0, mask = batch["actions"], batch["action_mask"]
     b = x0.shape[0]
     tau = flow.sample_time(k_t, (b,), self.cfg.action_time_sampler)
     eps = jax.random.normal(k_eps, x0.shape, x0.dtype)
     dropped = jax.random.bernoulli(k_drop, self.cfg.proprio_dropout, (b,))
-    cond, cond_mask = self.condition(batch)
+    cond, cond_mask = self.condition(batch, k_aug)
     v = self.decoder(flow.interpolate(x0, eps, tau), tau, batch["proprio"], cond, cond_mask=cond_mask,
                      proprio_dropped=dropped)
     loss = flow.loss(v, x0, eps, mask)
@@ -67,8 +60,54 @@ class ImageBaseline(nnx.Module):
     velocity = lambda x, tau: self.decoder(x, tau, batch["proprio"], cond, cond_mask=cond_mask)
     return flow.euler(velocity, jax.random.normal(rng, shape), num_steps or self.cfg.sample_steps)
 
+  def _context(self, batch, tokens):
+    """[embodiment token; `tokens`; instruction tokens] and their mask."""
+    b = tokens.shape[0]
+    parts, masks = [self.embodiment(batch["embodiment_id"])[:, None], tokens], [jnp.ones((b, 1 + tokens.shape[1]), bool)]
+    if self.cfg.use_text:
+      words, text_mask = self.text(batch["instruction"])
+      parts.append(words)
+      masks.append(text_mask)
+    return jnp.concatenate(parts, axis=1), jnp.concatenate(masks, axis=1)
 
-POLICIES = ("image_baseline",)
+
+class ImageBaseline(FlowPolicy):
+  def __init__(self, cfg: PolicyConfig, *, rngs: nnx.Rngs):
+    if cfg.decoder.cond_dim != cfg.encoder.width:
+      raise ValueError(f"decoder.cond_dim ({cfg.decoder.cond_dim}) must equal encoder.width ({cfg.encoder.width})")
+    self.cfg = cfg
+    self.images = encoders.make_image_encoder(cfg.encoder, rngs=rngs)
+    self.text = text.InstructionEncoder(encoders.text_config(cfg.encoder), rngs=rngs)
+    self.embodiment = nnx.Embed(cfg.encoder.num_embodiments, cfg.encoder.width, rngs=rngs)
+    self.decoder = action_decoder.ActionDecoder(cfg.decoder, rngs=rngs)
+
+  def condition(self, batch, rng=None):
+    images = batch["images"]
+    if rng is not None:
+      images = encoders.random_shift(images, rng, self.cfg.encoder.shift)
+    return self._context(batch, self.images(images))
+
+
+class StatePolicy(FlowPolicy):
+  def __init__(self, cfg: PolicyConfig, *, rngs: nnx.Rngs):
+    if cfg.privileged_dim <= 0:
+      raise ValueError("StatePolicy needs privileged_dim > 0 (datasets with steps/observation/privileged)")
+    self.cfg = cfg
+    d = cfg.encoder.width
+    self.state_in = layers.Mlp(cfg.privileged_dim, d, d, rngs=rngs)
+    self.text = text.InstructionEncoder(encoders.text_config(cfg.encoder), rngs=rngs) if cfg.use_text else None
+    self.embodiment = nnx.Embed(cfg.encoder.num_embodiments, d, rngs=rngs)
+    self.decoder = action_decoder.ActionDecoder(cfg.decoder, rngs=rngs)
+
+  def condition(self, batch, rng=None):
+    return self._context(batch, self.state_in(batch["privileged"])[:, None])
+
+
+POLICIES = {"image_baseline": ImageBaseline, "state_policy": StatePolicy}
+INPUT_KEYS = {
+    "image_baseline": ("images", "instruction", "embodiment_id", "proprio", "actions", "action_mask"),
+    "state_policy": ("privileged", "instruction", "embodiment_id", "proprio", "actions", "action_mask"),
+}
 
 
 def from_config(model_cfg, *, action_dim: int, proprio_dim: int, horizon: int, frames: int, image_size: int,
@@ -76,13 +115,16 @@ def from_config(model_cfg, *, action_dim: int, proprio_dim: int, horizon: int, f
   """The policy `config.model.name` with its sizes from `config.model` and the data's shapes."""
   if model_cfg.name not in POLICIES:
     raise ValueError(f"config.model.name={model_cfg.name!r}; valid: {list(POLICIES)}")
-  enc = encoders.EncoderConfig(**dict(model_cfg.encoder), image_size=image_size, frames=frames,
-                               num_embodiments=num_embodiments)
+  enc = dict(model_cfg.encoder)
+  if "channels" in enc:
+    enc["channels"] = tuple(enc["channels"])
+  enc = encoders.EncoderConfig(**enc, image_size=image_size, frames=frames, num_embodiments=num_embodiments)
   dec = action_decoder.DecoderConfig(**dict(model_cfg.decoder), action_dim=action_dim, proprio_dim=proprio_dim,
                                      horizon=horizon, cond_dim=enc.width)
-  cfg = BaselineConfig(enc, dec, proprio_dropout=model_cfg.proprio_dropout,
-                       action_time_sampler=model_cfg.action_time_sampler, sample_steps=model_cfg.sample_steps)
-  return ImageBaseline(cfg, rngs=rngs)
+  cfg = PolicyConfig(enc, dec, proprio_dropout=model_cfg.proprio_dropout,
+                     action_time_sampler=model_cfg.action_time_sampler, sample_steps=model_cfg.sample_steps,
+                     use_text=model_cfg.get("use_text", True), privileged_dim=model_cfg.get("privileged_dim", 0))
+  return POLICIES[model_cfg.name](cfg, rngs=rngs)
 
 
 def factory(config, action_dim: int, num_embodiments: int, image_size: int):

@@ -13,7 +13,7 @@ from flax import nnx
 
 from vam.models import action_decoder, autoencoder, layers, policies, text, vam, video_dit, video_model
 
-MODELS = ("image_baseline", "autoencoder", "video_dit", "vam")
+MODELS = tuple(policies.POLICIES) + ("autoencoder", "video_dit", "vam")
 
 
 def check_name(config) -> str:
@@ -37,7 +37,7 @@ def video_section(config):
 
 def temporal_factor(config) -> int:
   """Frames per latent frame of the config's autoencoder (1 for models without one)."""
-  if check_name(config) == "image_baseline":
+  if check_name(config) in policies.POLICIES:
     return 1
   return autoencoder_config(video_section(config).model).temporal_factor
 
@@ -73,7 +73,7 @@ def factory(config, action_dim: int, num_embodiments: int, image_size: int):
 
 def _factory(config, action_dim: int, num_embodiments: int, image_size: int):
   name = check_name(config)
-  if name == "image_baseline":
+  if name in policies.POLICIES:
     return policies.factory(config, action_dim, num_embodiments, image_size)
   if name == "autoencoder":
     return functools.partial(autoencoder.VideoAutoencoder, autoencoder_config(config.model))
@@ -93,8 +93,8 @@ def _factory(config, action_dim: int, num_embodiments: int, image_size: int):
 def input_keys(config) -> tuple[str, ...]:
   """The window keys the model's `loss` reads (the rest of a window stays on the host)."""
   name = check_name(config)
-  if name == "image_baseline":
-    return policies.INPUT_KEYS
+  if name in policies.POLICIES:
+    return policies.INPUT_KEYS[name]
   if name == "autoencoder":
     return ("images",)
   video_keys = video_model.LATENT_KEYS if config.data.get("use_latents", False) else video_model.PIXEL_KEYS

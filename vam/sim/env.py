@@ -36,6 +36,18 @@ except (ImportError, AttributeError):
 BACKENDS = ("warp", "jax")
 
 
+def privileged_state(task, target, obj_pos, obj2_pos, table_z):
+  """What a policy without vision needs (the ladder's privileged-state rung): the task's target (reach ball,
+  zone or bowl centre, or the second block), the manipulated and the second object's positions, relative to
+  the table centre (m; an object the task does not use reads as the target, not as its parked position), and
+  the task one-hot. (tasks.PRIVILEGED_DIM,)"""
+  origin = jnp.stack([0.0, 0.0, table_z])
+  obj_pos = jnp.where(task == 0, target, obj_pos)
+  obj2_pos = jnp.where(task == 3, obj2_pos, target)
+  return jnp.concatenate([target - origin, obj_pos - origin, obj2_pos - origin,
+                          jax.nn.one_hot(task, len(tasks.TASKS))]).astype(jnp.float32)
+
+
 @dataclasses.dataclass(frozen=True)
 class EnvConfig:
   embodiment: str = "arm6"
@@ -228,7 +240,8 @@ class Env:
     target = jnp.where(episode.task == 3, obj2_pos, episode.target_pos)
     success = tasks.success(episode.task, obj_pos, obj2_pos, half[episode.obj], half[episode.obj2],
                             emb.grasp_point(data), target, episode.table_z)
-    obs = {"state": emb.proprio(data), "eef": emb.eef_vector(data), "gripper": emb.gripper_opening(data)[None]}
+    obs = {"state": emb.proprio(data), "eef": emb.eef_vector(data), "gripper": emb.gripper_opening(data)[None],
+           "privileged": privileged_state(episode.task, target, obj_pos, obj2_pos, episode.table_z)}
     if emb.kind == "human":
       obs["hand_keypoints"] = emb.keypoints(data)
       obs["thumb_knuckle"] = emb.thumb_knuckle(data)

@@ -27,7 +27,7 @@ class Episode:
   seed: int
   success: bool
   instruction: str
-  steps: dict  # name -> (T, ...) array: images, state, action, eef, gripper, success, [hand keypoints]
+  steps: dict  # name -> (T, ...) array: images, state, action, eef, eef_target, gripper, success, [hand keypoints]
   metadata: dict  # colours, camera intrinsics/extrinsics, ...
 
   @property
@@ -65,6 +65,24 @@ def episode_length(success: np.ndarray, horizon: int) -> int:
   return int(min(horizon, hits[0] + HOLD_AFTER_SUCCESS)) if len(hits) else horizon
 
 
+def commanded_eef(env, actions: np.ndarray) -> np.ndarray:
+  """The end-effector poses (..., 9) that native actions (..., A) command: forward kinematics (native MuJoCo,
+  host side) of their joint targets. A position-servoed arm lags its targets, so these differ from the poses
+  reached a step later; they are what an end-effector controller must be told to reproduce the action."""
+  import mujoco  # pylint: disable=g-import-not-at-top
+  emb, m = env.embodiment, env.mj_model
+  n = emb.action_dim if emb.kind == "human" else emb.action_dim - 1  # joint targets (the gripper follows)
+  d = mujoco.MjData(m)
+  flat = actions.reshape(-1, actions.shape[-1])
+  out = np.zeros((len(flat), 9), np.float32)
+  for i, a in enumerate(flat):
+    d.qpos[emb.qpos_adr[:n]] = a[:n]
+    mujoco.mj_kinematics(m, d)
+    mat = d.site_xmat[emb.eef_site].reshape(3, 3)
+    out[i] = np.concatenate([d.site_xpos[emb.eef_site], mat[:, 0], mat[:, 1]])
+  return out.reshape(actions.shape[:-1] + (9,))
+
+
 def camera_metadata(env) -> dict:
   """Intrinsics (fovy, resolution, focal length in pixels) of each recorded camera."""
   m = env.mj_model
@@ -90,6 +108,7 @@ def collect(env, task_names, seeds, render=True, num_steps=None) -> list[Episode
   num_steps = num_steps or max(tasks.HORIZON[t] for t in task_names)
   first, traj = rollout(env, keys, jnp.asarray(task_ids), num_steps, render)
   traj = jax.device_get(traj)
+  traj["eef_target"] = commanded_eef(env, np.asarray(traj["action"]))
   if np.any(traj.pop("overflow")):
     raise RuntimeError(f"{env.config.embodiment}: MJX warp contact buffers overflowed (contacts dropped); raise "
                        "EnvConfig.contacts_per_env / constraints_per_env")

@@ -35,6 +35,9 @@ GRID_Y = np.array([-0.19, -0.065, 0.065, 0.19])
 CELLS = np.array([(x, y) for x in GRID_X for y in GRID_Y], np.float32)  # (12, 2)
 HELD_OUT_CELLS = np.array([3, 8])  # (x=-0.17, y=+0.19) and (x=+0.07, y=-0.19)
 CELL_JITTER = 0.025
+# The simulator's true task state (vam/sim/env.py `privileged_state`): target (3), object (3), second object
+# (3), task one-hot.
+PRIVILEGED_DIM = 9 + len(TASKS)
 
 
 def task_id(name: str) -> int:

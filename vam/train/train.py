@@ -34,6 +34,7 @@ from vam import checkpoints
 from vam import config as config_lib
 from vam import embodiment as embodiment_lib
 from vam import log as log_lib
+from vam import mapping as mapping_lib
 from vam.input import pipeline, windows
 from vam.models import layers, partitioning, registry
 from vam.train import metrics as metrics_lib
@@ -57,13 +58,14 @@ def make_inputs(config, latents: str | None = None):
   space = embodiment_lib.ActionSpace(tuple(d.embodiments))
   spec = windows.WindowSpec(context_frames=d.context_frames, future_frames=d.future_frames,
                             action_horizon=d.action_horizon, proprio_dim=d.proprio_dim,
-                            temporal_factor=registry.temporal_factor(config))
+                            temporal_factor=registry.temporal_factor(config), pad=d.get("pad", "repeat"))
   entries = pipeline.entries_from_config(config.data_dir, d)
   loader = pipeline.InputPipeline(entries, spec, space, split=d.split, camera=d.camera, norm_mode=d.norm_mode,
                                   cache_mb=d.cache_mb, latents=latents,
-                                  mapping=embodiment_lib.Mapping.from_config(d.get("mapping")),
+                                  mapping=mapping_lib.Mapping.from_config(d.get("mapping")),
                                   only_embodiments=tuple(d.get("only_embodiments", ())),
-                                  max_episodes=d.get("max_episodes", 0))
+                                  max_episodes=d.get("max_episodes", 0), balance=d.get("balance", "task"),
+                                  norm_per_step=d.get("norm_per_step", False))
   return space, spec, loader
 
 

@@ -75,14 +75,18 @@ class Arm6(base.Embodiment):
     ctrl = jnp.concatenate([action[:6], jnp.stack([finger, finger])])
     return jnp.clip(ctrl, self.ctrl_low, self.ctrl_high)
 
-  def expert_action(self, d, grasp_pos, yaw, close):
-    """One damped-least-squares step towards the target pose; Cartesian step clipped to 6 cm."""
-    pos, mat = self.eef_pose(d)
-    target_mat = geometry.mat_from_yaw(yaw) @ jnp.asarray(self.down_frame, jnp.float32)
-    perr = grasp_pos - pos
+  # The expert corrects half its orientation error per step (smooth turns); commanded poses are one step away
+  # and tracked in full.
+  expert_rot_gain = 0.5
+
+  def track_pose(self, d, pos, mat, close, rot_gain=1.0):
+    """One damped-least-squares step of the arm towards the end-effector pose (pos (3,), mat (3, 3)); the
+    Cartesian step is clipped to 6 cm (the differential-IK controller of the experts and of `eef` control)."""
+    cur_pos, cur_mat = self.eef_pose(d)
+    perr = pos - cur_pos
     perr = perr * jnp.minimum(1.0, 0.06 / (jnp.linalg.norm(perr) + 1e-9))
-    err = jnp.concatenate([perr, 0.5 * geometry.orientation_error(target_mat, mat)])
-    jac = base.site_jacobian(d, self.jnt_ids[:6], self.jnt_type[:6], pos)
+    err = jnp.concatenate([perr, rot_gain * geometry.orientation_error(mat, cur_mat)])
+    jac = base.site_jacobian(d, self.jnt_ids[:6], self.jnt_type[:6], cur_pos)
     q = d.qpos[self.qpos_adr[:6]]
     dq = base.dls_ik_step(jac, err, damping=0.05)
     return jnp.concatenate([q + dq, jnp.atleast_1d(close)])

@@ -32,6 +32,7 @@ class Embodiment:
   down_frame: ClassVar[np.ndarray]
   # Offset (eef frame) from the end-effector site to the point that should meet the object when grasping.
   grasp_offset: ClassVar[np.ndarray] = np.zeros(3)
+  expert_rot_gain: ClassVar[float] = 1.0  # fraction of its orientation error the expert corrects per step
 
   def __post_init__(self):
     self.jnt_ids = None
@@ -107,8 +108,23 @@ class Embodiment:
     return pos + mat @ jnp.asarray(self.grasp_offset, jnp.float32)
 
   def expert_action(self, d, grasp_pos, yaw, close):
-    """Scripted-expert map: put the grasp point at `grasp_pos`, pointing down at `yaw`, gripper closed by `close`."""
-    raise NotImplementedError
+    """Scripted-expert map: put the grasp point at `grasp_pos`, pointing down at `yaw`, gripper closed by `close`
+    (robots: through `track_pose`; the hand overrides this with direct wrist and finger targets)."""
+    mat = geometry.mat_from_yaw(yaw) @ jnp.asarray(self.down_frame, jnp.float32)
+    return self.track_pose(d, grasp_pos - mat @ jnp.asarray(self.grasp_offset, jnp.float32), mat, close,
+                           self.expert_rot_gain)
+
+  def track_pose(self, d, pos, mat, close, rot_gain=1.0):
+    """Robots: native action (joint targets + gripper command) of one differential-IK step that moves the
+    end-effector site towards position pos (3,) and rotation mat (3, 3)."""
+    raise NotImplementedError(f"{self.name} has no end-effector controller")
+
+  def command_action(self, d, command, control: str):
+    """A robot's executed command (vam/embodiment.py `native_commands`) -> its native action: `joints`
+    commands are native actions already; `eef` commands (pose (9) + gripper) go through `track_pose`."""
+    if control == "joints":
+      return command
+    return self.track_pose(d, command[:3], geometry.mat_from_rot6d(command[3:9]), command[9])
 
 
 def dls_ik_step(jac, err, damping=0.05):

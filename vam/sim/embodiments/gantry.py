@@ -75,13 +75,12 @@ class Gantry(base.Embodiment):
     finger = _OPENING * (1.0 - jnp.clip(action[4], 0.0, 1.0))
     return jnp.clip(jnp.concatenate([action[:4], jnp.stack([finger, finger])]), self.ctrl_low, self.ctrl_high)
 
-  def expert_action(self, d, grasp_pos, yaw, close):
+  def track_pose(self, d, pos, mat, close, rot_gain=1.0):
     """Differential IK with the same damped-least-squares step as the arm (the Jacobian is constant here)."""
-    pos, mat = self.eef_pose(d)
-    perr = grasp_pos - pos
+    cur_pos, cur_mat = self.eef_pose(d)
+    perr = pos - cur_pos
     perr = perr * jnp.minimum(1.0, 0.06 / (jnp.linalg.norm(perr) + 1e-9))
-    target_mat = geometry.mat_from_yaw(yaw) @ jnp.asarray(self.down_frame, jnp.float32)
-    err = jnp.concatenate([perr, geometry.orientation_error(target_mat, mat)])
-    jac = base.site_jacobian(d, self.jnt_ids[:4], self.jnt_type[:4], pos)
+    err = jnp.concatenate([perr, rot_gain * geometry.orientation_error(mat, cur_mat)])
+    jac = base.site_jacobian(d, self.jnt_ids[:4], self.jnt_type[:4], cur_pos)
     dq = base.dls_ik_step(jac, err, damping=0.02)
     return jnp.concatenate([d.qpos[self.qpos_adr[:4]] + dq, jnp.atleast_1d(close)])

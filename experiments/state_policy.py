@@ -1,0 +1,44 @@
+"""The diagnostic ladder's privileged-state rung (README "Diagnostic ladder"): the policies' flow-matching
+action decoder conditioned on the simulator's true task state (target and object positions, task one-hot)
+instead of images. If it does not reach its tasks in closed loop, the action representation, the data or the
+closed loop is wrong -- not vision.
+
+    python -m vam.train --config experiments/state_policy.py --workdir out/ladder/state
+    python -m vam.eval --workdir out/ladder/state
+
+Variants: `default` (reach and push, robots only) and `tiny` (tests).
+"""
+
+import ml_collections
+
+import common
+
+from vam.eval import defaults as eval_defaults
+from vam.sim import tasks
+
+VARIANTS = ("default", "tiny")
+
+
+def get_config(variant=None):
+  variant = variant or "default"
+  if variant not in VARIANTS:
+    raise ValueError(f"experiments/state_policy.py: unknown variant {variant!r}; valid variants: {list(VARIANTS)}")
+  tiny = variant == "tiny"
+  c = ml_collections.ConfigDict()
+  c.variant = variant
+  common.run(c, total_steps=40 if tiny else 1500, batch_size=8 if tiny else 64, log_every=5 if tiny else 50,
+             checkpoint_every=20 if tiny else 500)
+  c.data = common.data(context_frames=1, mixture={"sim_robot": 1.0})
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "state_policy"
+  c.model.privileged_dim = tasks.PRIVILEGED_DIM
+  c.model.use_text = False  # the task is in the privileged state's one-hot
+  c.model.encoder = dict(width=32 if tiny else 128, heads=2 if tiny else 4, text_len=32, text_depth=1)
+  c.model.decoder = common.decoder(tiny)
+  c.model.proprio_dropout = 0.0
+  c.model.action_time_sampler = "sqrt"
+  c.model.sample_steps = 10
+  c.optimizer = common.optimizer(lr=1e-3, warmup_steps=5 if tiny else 100)
+  c.eval = eval_defaults.get(tasks=["reach", "push"], modes=["easy"], splits=["train"], episodes=16, num_envs=32,
+                             videos_per_task=1)
+  return c
