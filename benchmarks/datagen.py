@@ -6,6 +6,9 @@ Measures, for the same scene and expert trajectories:
   warp_physics      env control steps/s and physics steps/s of the jitted batched rollout, no rendering
   warp_rollout      the same with the batch renderer on (frames/s = recorded images/s)
   warp_render       the batch renderer alone (images/s)
+  dataset_batch     recording a reach + push batch as the dataset builder does: stopping once every episode is
+                    done (segments of vam.sim.rollout.SEGMENT steps) vs running the longest horizon (the
+                    previous builder), episodes per second each
   native_physics    mujoco.rollout (C, multi-threaded) replaying the same actions (physics steps/s)
   native_render     mujoco.Renderer (OpenGL via EGL/OSMesa when present) on the same states (images/s)
 and writes ratios warp/native measured side by side, with the machine description.
@@ -52,9 +55,10 @@ def main():
   n_ctrl = args.batch * args.steps
   res = {}
 
-  t_phys, (first, traj) = _timed(lambda: rollout.rollout(env, keys, task_ids, args.steps, False), args.repeats)
+  fixed = lambda render: rollout.rollout(env, keys, task_ids, args.steps, render, segment=args.steps, early_exit=False)
+  t_phys, (first, traj) = _timed(lambda: fixed(False), args.repeats)
   res["warp_physics"] = dict(seconds=t_phys, control_steps_per_s=n_ctrl / t_phys, physics_steps_per_s=n_ctrl * substeps / t_phys)
-  t_roll, _ = _timed(lambda: rollout.rollout(env, keys, task_ids, args.steps, True), args.repeats)
+  t_roll, _ = _timed(lambda: fixed(True), args.repeats)
   res["warp_rollout"] = dict(seconds=t_roll, frames_per_s=n_ctrl / t_roll, physics_steps_per_s=n_ctrl * substeps / t_roll)
   render = jax.jit(env.render)
   t_rend, _ = _timed(lambda: render(first), args.repeats * 3)
@@ -98,7 +102,17 @@ def main():
   except Exception as e:  # no GL libraries on this machine: report it, keep the other numbers
     res["native_render"] = dict(error=f"{type(e).__name__}: {e}")
 
+  # The dataset builder's batch: reach and push episodes, recorded with frames, up to the push horizon.
+  mixed = jnp.asarray(np.arange(args.batch) % 2, jnp.int32)
+  horizon = max(tasks.HORIZON[t] for t in ("reach", "push"))
+  t_full, _ = _timed(lambda: rollout.rollout(env, keys, mixed, horizon, True, early_exit=False), 1)
+  t_early, (_, rec) = _timed(lambda: rollout.rollout(env, keys, mixed, horizon, True), 1)
+  res["dataset_batch"] = dict(full_horizon_seconds=t_full, early_exit_seconds=t_early,
+                              early_exit_steps=int(len(rec["action"])), horizon=horizon,
+                              episodes_per_s_full=args.batch / t_full, episodes_per_s_early=args.batch / t_early)
+
   ratios = {"warp_vs_native_physics": res["warp_physics"]["physics_steps_per_s"] / res["native_physics"]["physics_steps_per_s"]}
+  ratios["dataset_batch_early_exit_vs_full_horizon"] = t_full / t_early
   if "images_per_s" in res["native_render"]:
     ratios["warp_vs_native_render"] = res["warp_render"]["images_per_s"] / res["native_render"]["images_per_s"]
   report.write(args.out, "datagen", dict(embodiment=args.embodiment, batch=args.batch, control_steps=args.steps,

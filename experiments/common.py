@@ -18,6 +18,10 @@ def data(context_frames: int = 2, future_frames: int = 0, mixture=None) -> ml_co
   d.norm_mode = "quantile"  # quantile | mean_std (vam/embodiment.py Normalizer)
   d.norm_per_step = False  # action statistics per chunk step (the next step's motion at full resolution)
   d.pad = "repeat"  # chunk steps past an episode's end: repeat its last action (hold) | mask
+  # Demos whose scripted expert started over more often than this are left out (-1: keep all). A restart
+  # (a pushed block slid off the pusher's line: lift, go round, push again) is a second mode from the same
+  # states, which small policies blur into hovering.
+  d.max_restarts = -1
   d.balance = "task"  # task: every (embodiment, task) of a dataset equally likely | window: by episode length
   d.use_latents = False  # read latents precomputed by python -m vam.train.latents instead of encoding frames
   d.workers = 0  # grain worker processes (0: load in the training process)
@@ -70,6 +74,15 @@ def vam_model(tiny: bool, video_workdir: str = "out/demo/video") -> ml_collectio
   m.video_steps = 4  # video Euler steps from 1 down to tau_v when tau_v < 1
   m.mapped_weight = 1.0  # loss = own-action loss + mapped_weight * mapped-action loss
   return m
+
+
+def policy_eval(**overrides) -> ml_collections.ConfigDict:
+  """`config.eval` of the policies (python -m vam.eval; vam/eval/defaults.py lists every key): both robots on
+  the demo's tasks (reach, push), easy worlds of the seen layout, 16 episodes per cell (one batch of 32 per
+  robot), joint-delta control executing 8 of each 16-step chunk."""
+  from vam.eval import defaults  # pylint: disable=g-import-not-at-top
+  return defaults.get(**dict(dict(tasks=["reach", "push"], modes=["easy"], splits=["train"], episodes=16,
+                                  num_envs=32, videos_per_task=1), **overrides))
 
 
 def optimizer(lr: float, warmup_steps: int, ema_decay: float = 0.999, weight_decay: float = 1e-4,

@@ -1,9 +1,10 @@
 """Dataset build variants for `python -m vam.data.build --config experiments/datasets.py:<variant>`.
 
 Variants:
-  quickstart  both datasets, easy mode, 336 episodes; ~3-4 minutes on 2 CPU cores (what `make demo` builds)
+  quickstart  what `make demo` builds: reach and push (the tasks a 2-core CPU can teach in minutes), easy
+              mode, 160 demos per task and robot (arm6, gantry), 48 per task of the human hand; ~3 minutes
   tiny        a handful of episodes per dataset (tests)
-  standard    larger easy-mode mix for real runs
+  standard    all four tasks, a larger easy-mode mix (the longer experiment, experiments/long.py)
   hard        hard mode (randomised colours, lighting, distractors, camera jitter, table height)
 """
 
@@ -23,20 +24,25 @@ def get_config(variant=None):
   variant = variant or "quickstart"
   if variant not in VARIANTS:
     raise ValueError(f"experiments/datasets.py: unknown variant {variant!r}; valid variants: {list(VARIANTS)}")
-  per_task, val = dict(quickstart=(24, 4), tiny=(2, 1), standard=(250, 25), hard=(250, 25))[variant]
+  robot, human = dict(quickstart=((160, 16), (48, 8)), tiny=((2, 1), (2, 1)), standard=((250, 25), (100, 10)),
+                      hard=((250, 25), (100, 10)))[variant]
   c = ml_collections.ConfigDict()
   c.variant = variant
   c.seed = 0
   c.mode = "hard" if variant == "hard" else "easy"
   c.split = "train"  # layout split of the world: train | unseen_positions | unseen_objects | unseen_scene
-  c.tasks = list(tasks.TASKS)
+  c.tasks = ["reach", "push"] if variant == "quickstart" else list(tasks.TASKS)
   c.image_size = (64, 64)
   c.cameras = ["front"]
   c.backend = "warp"
   c.batch_size = 128  # episodes simulated together (one warp batch; train and val share batches)
   c.only_successful = False  # keep failed expert episodes too (marked in episode_metadata.success)
+  # DART-style demonstrations: noise of this std (rad / m) on the executed joint targets of `noisy_fraction` of
+  # the robot episodes; the recorded actions stay the expert's, so they show how to recover from drift.
+  c.action_noise = 0.0
+  c.noisy_fraction = 0.5
   c.datasets = ml_collections.ConfigDict()
-  c.datasets.sim_robot = _dataset("sim_robot", ("arm6", "gantry"), per_task, val)
-  c.datasets.sim_human = _dataset("sim_human", ("human_hand",), per_task, val)
+  c.datasets.sim_robot = _dataset("sim_robot", ("arm6", "gantry"), *robot)
+  c.datasets.sim_human = _dataset("sim_human", ("human_hand",), *human)
   c.preview_episodes = 4
   return c

@@ -20,8 +20,7 @@ import ml_collections
 
 import common
 
-from vam import embodiment
-from vam.eval import defaults as eval_defaults
+from vam import mapping
 
 VARIANTS = ("both", "human_to_robot", "human_only", "no_mapping", "tiny")
 
@@ -33,18 +32,17 @@ def get_config(variant=None):
   tiny = variant == "tiny"
   c = ml_collections.ConfigDict()
   c.variant = variant
-  common.run(c, total_steps=10 if tiny else 600, batch_size=8 if tiny else 32, log_every=5 if tiny else 25,
-             checkpoint_every=10 if tiny else 300)
+  common.run(c, total_steps=10 if tiny else 1200, batch_size=8 if tiny else 32, log_every=5 if tiny else 50,
+             checkpoint_every=10 if tiny else 600)
   mixture = {"sim_robot": 0.0, "sim_human": 1.0} if variant == "human_only" else None
   c.data = common.data(context_frames=2, future_frames=2, mixture=mixture)  # H_o, H_f: from the video run
   c.data.use_latents = not tiny  # needs `python -m vam.train.latents` for the video run's autoencoder
-  directions = dict(both=list(embodiment.DIRECTIONS), tiny=list(embodiment.DIRECTIONS),
+  directions = dict(both=list(mapping.DIRECTIONS), tiny=list(mapping.DIRECTIONS),
                     human_to_robot=["human_to_robot"], human_only=["human_to_robot"], no_mapping=[])[variant]
   c.data.mapping = common.mapping(directions)
 
   c.model = common.vam_model(tiny)
 
-  c.optimizer = common.optimizer(lr=1e-3 if tiny else 3e-4, warmup_steps=5 if tiny else 100)
-  c.eval = eval_defaults.get(modes=["easy", "hard"], splits=["train"], episodes=4, num_envs=32,
-                             tau_v_values=[0.0, 0.5, 1.0])
+  c.optimizer = common.optimizer(lr=3e-3, warmup_steps=5 if tiny else 100, ema_decay=0.995)
+  c.eval = common.policy_eval(tau_v_values=[0.0, 0.5, 1.0])
   return c

@@ -13,7 +13,6 @@ import ml_collections
 
 import common
 
-from vam.eval import defaults as eval_defaults
 from vam.sim import tasks
 
 VARIANTS = ("default", "tiny")
@@ -26,7 +25,7 @@ def get_config(variant=None):
   tiny = variant == "tiny"
   c = ml_collections.ConfigDict()
   c.variant = variant
-  common.run(c, total_steps=40 if tiny else 1500, batch_size=8 if tiny else 64, log_every=5 if tiny else 50,
+  common.run(c, total_steps=40 if tiny else 3000, batch_size=8 if tiny else 64, log_every=5 if tiny else 50,
              checkpoint_every=20 if tiny else 500)
   c.data = common.data(context_frames=1, mixture={"sim_robot": 1.0})
   c.model = ml_collections.ConfigDict()
@@ -38,7 +37,6 @@ def get_config(variant=None):
   c.model.proprio_dropout = 0.0
   c.model.action_time_sampler = "sqrt"
   c.model.sample_steps = 10
-  c.optimizer = common.optimizer(lr=1e-3, warmup_steps=5 if tiny else 100)
-  c.eval = eval_defaults.get(tasks=["reach", "push"], modes=["easy"], splits=["train"], episodes=16, num_envs=32,
-                             videos_per_task=1)
+  c.optimizer = common.optimizer(lr=3e-3, warmup_steps=5 if tiny else 100, ema_decay=0.995)
+  c.eval = common.policy_eval()
   return c

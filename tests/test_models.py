@@ -40,7 +40,8 @@ def test_cond_mask_hides_tokens():
   a = run(model, cond)
   b = run(model, cond.at[:, 2:].set(99.0))
   np.testing.assert_allclose(a, b, atol=1e-5)
-  c = run(model, cond.at[:, :2].set(99.0))
+  other = jax.random.normal(jax.random.PRNGKey(1), (1, 2, cfg.cond_dim))  # a different direction (QK-RMSNorm)
+  c = run(model, cond.at[:, :2].set(other))
   assert float(jnp.abs(a - c).max()) > 1e-4
 
 
@@ -48,7 +49,7 @@ def test_image_baseline_loss_and_sample():
   from vam.models import encoders, policies
   enc = encoders.EncoderConfig(width=32, depth=1, heads=2, patch=16, image_size=32, frames=2, text_len=16)
   dec = action_decoder.DecoderConfig(action_dim=10, proprio_dim=5, horizon=4, cond_dim=32, width=32, depth=1, heads=2)
-  model = policies.ImageBaseline(policies.BaselineConfig(enc, dec), rngs=nnx.Rngs(0))
+  model = policies.ImageBaseline(policies.PolicyConfig(enc, dec), rngs=nnx.Rngs(0))
   b = 2
   batch = dict(images=jnp.zeros((b, 2, 32, 32, 3), jnp.uint8), instruction=jnp.zeros((b, 16), jnp.uint8).at[:, :3].set(65),
                embodiment_id=jnp.array([0, 2]), proprio=jnp.ones((b, 5)), actions=jnp.ones((b, 4, 10)),
@@ -58,3 +59,44 @@ def test_image_baseline_loss_and_sample():
   assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
   out = nnx.jit(lambda m: m.sample(batch, jax.random.PRNGKey(2), num_steps=3))(model)
   assert out.shape == (b, 4, 10)
+
+
+def test_conv_encoder_readouts_and_random_shift():
+  from vam.models import encoders
+  images = jax.random.randint(jax.random.PRNGKey(0), (2, 2, 32, 32, 3), 0, 255).astype(jnp.uint8)
+  for readout, n in (("keypoints", 6), ("grid", 16)):
+    cfg = encoders.EncoderConfig(kind="conv", width=16, image_size=32, frames=2, channels=(8, 8, 16), groups=4,
+                                 readout=readout, keypoints=6)
+    enc = encoders.make_image_encoder(cfg, rngs=nnx.Rngs(0))
+    assert nnx.jit(lambda m: m(images))(enc).shape == (2, 2 * n, 16)
+  shifted = encoders.random_shift(images, jax.random.PRNGKey(3), 4)
+  assert shifted.shape == images.shape and shifted.dtype == images.dtype
+  assert not np.array_equal(np.asarray(shifted), np.asarray(images))
+  # One shift per sample, shared by its frames (consistent motion between the context frames).
+  same = jnp.repeat(images[:, :1], 2, axis=1)
+  out = encoders.random_shift(same, jax.random.PRNGKey(3), 4)
+  np.testing.assert_array_equal(np.asarray(out[:, 0]), np.asarray(out[:, 1]))
+  np.testing.assert_array_equal(np.asarray(encoders.random_shift(images, jax.random.PRNGKey(3), 0)), images)
+
+
+def test_state_policy_and_global_conditioning():
+  from vam.models import encoders, policies
+  enc = encoders.EncoderConfig(width=32, heads=2, text_len=16)
+  dec = action_decoder.DecoderConfig(action_dim=10, proprio_dim=5, horizon=4, cond_dim=32, width=32, depth=1, heads=2,
+                                     global_cond=True)
+  model = policies.StatePolicy(policies.PolicyConfig(enc, dec, use_text=False, privileged_dim=13), rngs=nnx.Rngs(0))
+  b = 2
+  batch = dict(privileged=jnp.ones((b, 13)), instruction=jnp.zeros((b, 16), jnp.uint8), embodiment_id=jnp.array([1, 2]),
+               proprio=jnp.ones((b, 5)), actions=jnp.ones((b, 4, 10)), action_mask=jnp.ones((b, 4, 10), bool))
+  loss, _ = nnx.jit(lambda m: m.loss(batch, jax.random.PRNGKey(1)))(model)
+  assert np.isfinite(float(loss))
+  graphdef, state = nnx.split(model)  # once trained a little, the privileged state changes the velocity
+  moved = nnx.merge(graphdef, jax.tree.map(lambda p: p + 0.05, state))
+  def run(m, priv):
+    cond, mask = m.condition(dict(batch, privileged=priv))
+    return m.decoder(batch["actions"], jnp.full((b,), 0.5), batch["proprio"], cond, cond_mask=mask)
+  run = nnx.jit(run)
+  assert float(jnp.abs(run(moved, batch["privileged"]) - run(moved, -batch["privileged"])).max()) > 1e-4
+  assert nnx.jit(lambda m: m.sample(batch, jax.random.PRNGKey(2), num_steps=2))(model).shape == (b, 4, 10)
+  with np.testing.assert_raises(ValueError):
+    policies.StatePolicy(policies.PolicyConfig(enc, dec), rngs=nnx.Rngs(0))  # no privileged state to read

@@ -43,7 +43,8 @@ def features(embodiment_names, cameras, image_size, human: bool) -> tfds.feature
   metadata = dict(
       embodiment=tfds.features.Text(), task=tfds.features.Text(), mode=tfds.features.Text(),
       world_split=tfds.features.Text(), seed=tfds.features.Scalar(dtype=np.int64),
-      success=tfds.features.Scalar(dtype=np.bool_), action_dim=tfds.features.Scalar(dtype=np.int32),
+      success=tfds.features.Scalar(dtype=np.bool_), restarts=tfds.features.Scalar(dtype=np.int32),
+      action_dim=tfds.features.Scalar(dtype=np.int32),
       state_dim=tfds.features.Scalar(dtype=np.int32))
   for c in cameras:
     metadata[f"camera_{c}_intrinsics"] = _f32((3, 3))
@@ -87,7 +88,8 @@ def to_example(ep: rollout_lib.Episode, action_width: int, cameras, human: bool)
                       is_last=last, is_terminal=bool(last and ep.success), reward=float(s["reward"][t]),
                       discount=1.0))
   meta = dict(embodiment=ep.embodiment, task=ep.task, mode=ep.mode, world_split=ep.split, seed=ep.seed,
-              success=ep.success, action_dim=s["action"].shape[-1], state_dim=s["state"].shape[-1])
+              success=ep.success, restarts=ep.restarts, action_dim=s["action"].shape[-1],
+              state_dim=s["state"].shape[-1])
   for c in cameras:
     cam = ep.metadata["cameras"][c]
     meta[f"camera_{c}_intrinsics"] = np.array([[cam["fx"], 0, cam["cx"]], [0, cam["fy"], cam["cy"]], [0, 0, 1]],
@@ -141,7 +143,9 @@ class SimBuilder(tfds.core.GeneratorBasedBuilder):
     for split, per_task in zip(SPLITS, (d.episodes_per_task, d.val_episodes_per_task)):
       base = g.seed * 10_000_000 + SPLITS.index(split) * 5_000_000 + e_i * 100_000
       items += [(split, t, base + t_i * 10_000 + k) for t_i, t in enumerate(g.tasks) for k in range(per_task)]
-    return items
+    # Task by task (both splits together): a batch holds one task as far as sizes allow, so a batch of short
+    # episodes stops early (vam.sim.rollout) instead of waiting for the longest task's horizon.
+    return sorted(items, key=lambda item: g.tasks.index(item[1]))
 
   def _generate_examples(self, split: str):
     """Yields `split`'s episodes. Both splits are simulated together in full batches (val is small, so
@@ -175,7 +179,9 @@ class SimBuilder(tfds.core.GeneratorBasedBuilder):
     for start in range(0, len(items), batch):
       chunk = items[start:start + batch]
       padded = chunk + [chunk[-1]] * (batch - len(chunk))  # fixed batch: one compiled program
-      episodes = rollout_lib.collect(env, [t for _, t, _ in padded], [s for _, _, s in padded], num_steps=num_steps)
+      seeds = [s for _, _, s in padded]
+      episodes = rollout_lib.collect(env, [t for _, t, _ in padded], seeds, num_steps=num_steps,
+                                     action_noise=self._noise(name, seeds))
       for (ep_split, _, _), ep in zip(chunk, episodes):
         if ep_split == split:
           yield ep
@@ -183,6 +189,15 @@ class SimBuilder(tfds.core.GeneratorBasedBuilder):
           self._pending.setdefault((name, ep_split), []).append(ep)
       bar.update(len(chunk))
     bar.close()
+
+  def _noise(self, name, seeds) -> np.ndarray:
+    """Per-episode std of the noise on the executed joint targets (robots only; `action_noise` on a seeded
+    `noisy_fraction` of the episodes, the others clean): the recorded actions are the expert's corrections."""
+    g = self.generation
+    level, fraction = float(g.get("action_noise", 0.0)), float(g.get("noisy_fraction", 0.5))
+    if level <= 0 or embodiments.EMBODIMENTS[name].kind != "robot":
+      return np.zeros(len(seeds), np.float32)
+    return np.array([level if np.random.default_rng(s).random() < fraction else 0.0 for s in seeds], np.float32)
 
   def _env(self, name, num_items):
     """The env of `name`, its batch the smallest that splits `num_items` into as few batches as `batch_size`

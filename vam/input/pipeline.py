@@ -36,13 +36,15 @@ class WindowSource:
 
   def __init__(self, episodes: sources.EpisodeSource, spec: windows.WindowSpec, space, normalizer, dataset_id: int,
                cache_mb: float = 256, mapping: mapping_lib.Mapping | None = None, only_embodiments=(),
-               max_episodes: int = 0):
+               max_episodes: int = 0, max_restarts: int = -1):
     """`only_embodiments` (empty: all) and `max_episodes` (0: all; the first ones, in dataset order) select
-    episodes, e.g. N demos of one robot for fine-tuning."""
+    episodes, e.g. N demos of one robot for fine-tuning; `max_restarts` >= 0 keeps only demos whose expert
+    started over at most that often (-1: all)."""
     self.episodes, self.spec, self.space, self.normalizer, self.dataset_id = episodes, spec, space, normalizer, dataset_id
     self.mapping = mapping
     self.cache_bytes, self._cached_bytes = cache_mb * 2 ** 20, 0
-    keep = [e for e in range(len(episodes)) if not only_embodiments or episodes.embodiment[e] in only_embodiments]
+    keep = [e for e in range(len(episodes)) if (not only_embodiments or episodes.embodiment[e] in only_embodiments)
+            and (max_restarts < 0 or episodes.restarts[e] <= max_restarts)]
     keep = keep[:max_episodes] if max_episodes > 0 else keep
     # Every step (with `pad='mask'`: every step that has at least one future pose to predict, t <= T - 2).
     last = 1 if spec.pad == "mask" else 0
@@ -131,7 +133,7 @@ class InputPipeline:
                camera="front", norm_mode="quantile", cache_mb: float = 256, latents: str | None = None,
                mapping: mapping_lib.Mapping | None = None, only_embodiments=(), max_episodes: int = 0,
                balance: str = "task", normalizer: embodiment_lib.Normalizer | None = None,
-               norm_per_step: bool = False):
+               norm_per_step: bool = False, max_restarts: int = -1):
     """`latents`: the fingerprint of the autoencoder whose precomputed latents windows should carry;
     `mapping`: mutual imitation (windows also carry the other embodiments' mapped action slots). Entries of
     weight 0 only contribute normalisation statistics. `balance`: see the module docstring. `normalizer`: use
@@ -161,7 +163,7 @@ class InputPipeline:
                          "statistics for: list a dataset with them at weight 0")
     # The cache budget is per dataset and per worker process.
     self.sources = [WindowSource(s, spec, space, self.normalizer, i, cache_mb, mapping, tuple(only_embodiments),
-                                 max_episodes) for i, s in enumerate(self.episodes)]
+                                 max_episodes, max_restarts) for i, s in enumerate(self.episodes)]
 
   def dataset(self, batch_size: int, seed: int = 0, shard_index: int | None = None, shard_count: int | None = None,
               workers: int = 0, prefetch_buffer: int = 2) -> grain.IterDataset:

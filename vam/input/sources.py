@@ -60,6 +60,7 @@ class EpisodeSource:
     metas = [self.source[i]["episode_metadata"] for i in range(len(self.source))]
     self.embodiment = [m["embodiment"].decode() for m in metas]
     self.task = [m["task"].decode() if "task" in m else "" for m in metas]
+    self.restarts = [int(m["restarts"]) if "restarts" in m else 0 for m in metas]  # the expert's start-overs
     self.lengths = np.array([len(self.source[i]["steps"]) for i in range(len(self.source))])
     self.latents = latents_lib.StoredLatents(latents, split, self.lengths) if latents else None
 

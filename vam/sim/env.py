@@ -288,7 +288,7 @@ class Env:
     if self._render_ctx is None:
       w, h = self.config.image_size
       self._render_ctx = mjx.create_render_context(
-          self.mj_model, nworld=self.config.num_envs, cam_res=(w, h), use_textures=False, use_shadows=False,
+          self.mj_model, nworld=self.config.num_envs, cam_res=(w, h), use_textures=False, use_shadows=True,
           render_rgb=True, render_depth=False, cam_active=list(self._camera_ids), enabled_geom_groups=[0, 1, 2])
     rc = self._render_ctx.pytree()
 

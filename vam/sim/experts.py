@@ -16,6 +16,13 @@ from vam.sim import scene
 from vam.sim.geometry import wrap_angle
 
 LIFT = 0.15  # carrying height above the table (m)
+# Robots push with the gripper at its home yaw. Turning it square to the push direction buys nothing (the
+# closed fingers' contact face is almost square) and costs imitation dearly: which way to turn flips with the
+# push direction (the gripper is 180-degree symmetric), a discontinuity no policy averages well (measured:
+# the tool-roll delta was the one joint a state policy could not predict, worse than holding still).
+TURN_TO_PUSH = False
+PUSH_OFF_LINE = 0.02  # lateral offset (m) of the pusher from the block -> zone line that makes the expert start over
+PUSH_OVERRUN = 0.015  # how far the pusher may come closer to the block centre than contact before it starts over
 
 
 @struct.dataclass
@@ -111,7 +118,7 @@ def act(env, state, es: ExpertState):
                          (dist < 0.012) | (es.t > 45), False])[push_phase]
   # Pushing only steers from behind the block: once it slid off the pusher's line, start over.
   rel = obj[:2] - g[:2]
-  off_line = (jnp.abs(u[0] * rel[1] - u[1] * rel[0]) > 0.02) | (rel @ u[:2] < contact - 0.015)
+  off_line = (jnp.abs(u[0] * rel[1] - u[1] * rel[0]) > PUSH_OFF_LINE) | (rel @ u[:2] < contact - PUSH_OVERRUN)
   # Turn the least way from the current yaw: wrapping at +-pi (the hand) or +-pi/2 (the 180-degree symmetric
   # gripper) would spin the pusher round while it touches the block. The hand's wrist stops short of pi.
   eef_rot = emb.eef_pose(data)[1] @ jnp.asarray(emb.down_frame, jnp.float32).T
@@ -119,6 +126,8 @@ def act(env, state, es: ExpertState):
   push_yaw = jnp.arctan2(u[1], u[0]) + (0.0 if human else jnp.pi / 2)
   push_yaw = (jnp.clip(cur_yaw + wrap_angle(push_yaw - cur_yaw), -3.05, 3.05) if human
               else cur_yaw + wrap_angle(2 * (push_yaw - cur_yaw)) / 2)
+  if not human and not TURN_TO_PUSH:
+    push_yaw = 0.0
 
   task = ep.task
   wp = jnp.select([task == 0, task == 1], [reach_wp, push_wp], pick_wp)

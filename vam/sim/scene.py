@@ -107,14 +107,16 @@ def build_spec(embodiment, image_size=(64, 64), timestep=0.01) -> mujoco.MjSpec:
                   rgba=[0.95, 0.85, 0.1, 1], contype=0, conaffinity=0)
 
   rig = w.add_body(name="camera_rig", mocap=True, pos=list(CAMERA_RIG_POS))
-  look = np.array([-0.1, 0.0, 0.04])
-  for name, eye in (("front", [0.5, 0.0, 0.56]), ("side", [-0.05, 0.62, 0.48])):
-    rig.add_camera(name=name, pos=eye, xyaxes=_look_at_xyaxes(eye, look), fovy=48,
-                   resolution=list(image_size))
+  # The front camera frames the workspace and the robot's gripper at home (objects ~1.3x the size they had in
+  # a wider view that was one third background); the side camera looks across the table.
+  for name, eye, look, fovy in (("front", [0.38, 0.0, 0.52], [-0.12, 0.0, 0.08], 44),
+                                ("side", [-0.05, 0.62, 0.48], [-0.1, 0.0, 0.04], 48)):
+    rig.add_camera(name=name, pos=eye, xyaxes=_look_at_xyaxes(eye, look), fovy=fovy, resolution=list(image_size))
 
+  # The key light casts shadows: from one camera, a shadow is what tells how high a ball or a gripper is.
   light_rig = w.add_body(name="light_rig", mocap=True, pos=[0.3, 0.4, TABLE_TOP + 1.2])
   light_rig.add_light(name="key", pos=[0, 0, 0], dir=[-0.25, -0.35, -1.0], diffuse=[0.65, 0.65, 0.65],
-                      specular=[0.1, 0.1, 0.1], castshadow=False)
+                      specular=[0.1, 0.1, 0.1], castshadow=True)
 
   for i, (name, gtype, size) in enumerate(OBJECTS):
     b = w.add_body(name=name, pos=[2.0 + 0.2 * i, 2.0, PARK_Z])

@@ -65,7 +65,8 @@ def make_inputs(config, latents: str | None = None):
                                   mapping=mapping_lib.Mapping.from_config(d.get("mapping")),
                                   only_embodiments=tuple(d.get("only_embodiments", ())),
                                   max_episodes=d.get("max_episodes", 0), balance=d.get("balance", "task"),
-                                  norm_per_step=d.get("norm_per_step", False))
+                                  norm_per_step=d.get("norm_per_step", False),
+                                  max_restarts=d.get("max_restarts", -1))
   return space, spec, loader
 
 
