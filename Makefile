@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 OUT    ?= out/demo
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo data stage1 video video-eval test test-fast bench clean
+.PHONY: setup demo data stage1 video video-eval test test-fast bench ladder long clean
 
 setup: $(STAMP)
 
@@ -19,9 +19,9 @@ $(STAMP): setup.py requirements.lock
 # JAX's persistent compilation cache: later runs skip most XLA compilation.
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.cache/jax
 
-# The whole method on the quickstart datasets, end to end (README: "What make demo does"): datasets ->
-# stage 1 (video autoencoder, stored latents, video model) -> stage 2 (the VAM's action decoder with
-# human <-> robot mutual imitation) -> the image baseline -> closed-loop evaluation of both -> one table.
+# The whole method on the quickstart datasets (reach and push), end to end (README: "What make demo does"):
+# datasets -> stage 1 (video autoencoder, stored latents, video model) -> stage 2 (the VAM's action decoder
+# with human <-> robot mutual imitation) -> the image baseline -> closed-loop evaluation of both -> one table.
 # Fresh workdirs each time (`python -m vam.train` itself resumes); the last line is `report: <path>`.
 demo: setup data
 	rm -rf $(OUT)/autoencoder $(OUT)/video $(OUT)/vam $(OUT)/baseline $(OUT)/comparison
@@ -72,6 +72,22 @@ bench: setup
 	test -d $(OUT)/baseline/checkpoints || $(BIN)/python -m vam.train --config experiments/quickstart.py \
 	    --workdir $(OUT)/baseline --config.data_dir=$(OUT)/data
 	$(BIN)/python -m benchmarks.eval --workdir $(OUT)/baseline --out benchmarks/results/eval.json
+
+# The diagnostic ladder on the demo's datasets (README "Diagnostic ladder"): demo replay, the privileged-state
+# policy, one-batch overfitting, and the offline errors of the demo's policies next to hold-still / repeat-last.
+ladder: setup
+	test -d $(OUT)/data/sim_robot || $(MAKE) data
+	$(BIN)/python -m benchmarks.ladder --data_dir $(OUT)/data --workdir out/ladder/state \
+	    --policies $(OUT)/vam $(OUT)/baseline --out benchmarks/results/ladder.json
+
+# The longer experiment (README "Longer experiment", ~2 h on 2 CPU cores): all four tasks, the baseline's
+# success at every checkpoint (the success-versus-step plot is in out/long/baseline/eval/report.html).
+LONG ?= out/long
+long: setup
+	test -d $(LONG)/data/sim_robot || $(BIN)/python -m vam.data.build --config experiments/datasets.py:standard \
+	    --data_dir $(LONG)/data
+	$(BIN)/python -m vam.train --config experiments/long.py --workdir $(LONG)/baseline --config.data_dir=$(LONG)/data
+	$(BIN)/python -m vam.eval --workdir $(LONG)/baseline --watch --watch_timeout=60
 
 clean:
 	rm -rf out bench_results .pytest_cache

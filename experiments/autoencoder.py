@@ -27,7 +27,8 @@ def get_config(variant=None):
   common.run(c, total_steps=dict(quickstart=250, tiny=20, standard=20_000)[variant],
              batch_size=8 if tiny else 16, log_every=5 if tiny else 25, checkpoint_every=10 if tiny else 250)
   tf = 2 if variant == "standard" else 1
-  c.data = common.data(context_frames=2 * tf)  # each window gives 2 latent frames' worth of frames
+  # Each window gives 2 latent frames' worth of frames.
+  c.data = common.data(context_frames=2 * tf, mixture=common.VIDEO_MIXTURE)
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "autoencoder"

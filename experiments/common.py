@@ -3,10 +3,14 @@
 import ml_collections
 
 
+VIDEO_MIXTURE = {"sim_robot": 0.5, "sim_human": 0.5}  # stage 1 learns from every video alike
+
+
 def data(context_frames: int = 2, future_frames: int = 0, mixture=None) -> ml_collections.ConfigDict:
   """`config.data`: which datasets (under `config.data_dir`), their weights and the window shapes."""
   d = ml_collections.ConfigDict()
-  d.mixture = mixture or {"sim_robot": 0.5, "sim_human": 0.5}  # dataset name -> sampling weight
+  # dataset name -> sampling weight: the robots' own demos are what the closed loop is judged on
+  d.mixture = mixture or {"sim_robot": 0.75, "sim_human": 0.25}
   d.version = "1.0.0"
   d.split = "train"
   d.camera = "front"
@@ -67,6 +71,8 @@ def vam_model(tiny: bool, video_workdir: str = "out/demo/video") -> ml_collectio
   m.layer = 2 if tiny else 3  # k (METHOD.md: ~2/3 of the depth; the quickstart DiT has 4 blocks)
   m.decoder = decoder(tiny)
   m.tau_v_sampler = "uniform"  # training distribution of tau_v (independent of tau_a)
+  m.tau_v_inference_fraction = 0.5  # ... except this fraction of samples, trained at the inference tau_v
+  m.feature_mlp = True  # a trainable per-token MLP on the frozen video features (README "Recipe")
   m.proprio_dropout = 0.2
   m.action_time_sampler = "sqrt"
   m.sample_steps = 10  # action Euler steps at inference

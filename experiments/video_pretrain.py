@@ -42,7 +42,8 @@ def get_config(variant=None):
              batch_size=8 if tiny else (16 if small_run else 256), log_every=5 if tiny else 25,
              checkpoint_every=10 if tiny else (200 if small_run else 2000))
   # H_o = 2 context and H_f = 2 future latent frames at quickstart scale (METHOD.md: H_o = 5).
-  c.data = common.data(context_frames=2 if small_run else 5, future_frames=2 if small_run else 4)
+  c.data = common.data(context_frames=2 if small_run else 5, future_frames=2 if small_run else 4,
+                       mixture=common.VIDEO_MIXTURE)
   c.data.use_latents = variant == "quickstart"
 
   c.model = ml_collections.ConfigDict()

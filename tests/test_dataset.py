@@ -48,7 +48,9 @@ READER = textwrap.dedent("""
             first=[bool(s["is_first"]) for s in steps], last=[bool(s["is_last"]) for s in steps],
             instruction=steps[0]["language_instruction"].decode(), keys=sorted(obs),
             action=[float(x) for x in steps[0]["action"]], intrinsics=np.asarray(meta["camera_front_intrinsics"]).tolist(),
-            keypoints=list(obs["hand_keypoints"].shape) if "hand_keypoints" in obs else None))
+            keypoints=list(obs["hand_keypoints"].shape) if "hand_keypoints" in obs else None,
+            eef_target=list(np.asarray(steps[0]["eef_target"]).shape), restarts=int(meta["restarts"]),
+            privileged=list(obs["privileged"].shape)))
       out[name] = dict(episodes=episodes, val=len(builder.as_data_source(split="val")))
     out["vam_imported"] = any(m == "vam" or m.startswith("vam.") for m in sys.modules)
     print(json.dumps(out))
@@ -73,6 +75,7 @@ def test_tiny_dataset_reads_back_without_vam(built):
   assert {e["action_dim"] for e in robot} == {7, 5}
   assert all(e["keypoints"] == [24] for e in human)
   assert all("hand_keypoints" in e["keys"] and "thumb_knuckle" in e["keys"] for e in human)
+  assert all(e["eef_target"] == [9] and e["privileged"] == [13] and e["restarts"] >= 0 for e in robot + human)
   for e in robot:  # padded action slots are exactly zero
     assert all(x == 0.0 for x in e["action"][e["action_dim"]:])
 
@@ -82,6 +85,9 @@ def test_stats_config_and_preview_written(built):
   stats = json.load(open(os.path.join(built, "sim_robot", "1.0.0", "normalization.json")))
   assert set(stats) == {"arm6", "gantry"}
   assert len(stats["arm6"]["action"]["mean"]) == 7 and len(stats["gantry"]["state"]["q99"]) == 5
+  # Relative actions: joint deltas and commanded poses, over all chunk steps and per chunk step.
+  assert len(stats["arm6"]["joints_relative"]["q01"]) == 6 and len(stats["gantry"]["eef_relative"]["q99"]) == 9
+  assert len(stats["arm6"]["joints_relative_by_step"]["q99"]) == stats["arm6"]["relative_horizon"] == 16
   human = json.load(open(os.path.join(built, "sim_human", "1.0.0", "normalization.json")))
   assert len(human["human_hand"]["hand_keypoints"]["std"]) == 24
   cfg = json.load(open(os.path.join(built, "sim_human", "1.0.0", "build_config.json")))

@@ -4,7 +4,8 @@
       state/        train state: {step, params, opt_state, rng}          (orbax StandardSave, sharded)
       ema_params/   EMA params, the inference weights                     (orbax StandardSave, sharded)
       data/         grain iterator state, one JSON per process            (grain CheckpointHandler)
-      assets/       {format, config, normalization, action_space, window} (JSON)
+      assets/       {format, config, normalization (the Normalizer's maps), statistics (the datasets'
+                    normalisation statistics, relative-action ones included), action_space, image_size} (JSON)
 
 Orbax writes each step into a temporary folder and renames it when every item is committed, so a
 reader that lists steps through a manager never sees a half-written checkpoint. This module must not

@@ -190,14 +190,21 @@ def joint_positions(name: str, state):
 NORM_MODES = ("quantile", "mean_std")
 
 
-def _affine(stat: dict, mode: str, idx=slice(None)):
-  """(center, half-width) of a summary's values (per dimension, or (H, D) for a `_by_step` summary)."""
+# Smallest half-width of an action dimension's map. A dimension the demos barely move (a robot that keeps its
+# gripper's yaw moves the 6D rotation components by ~1e-4) would otherwise turn any other source's value --
+# a human hand's wrist turn mapped onto it, a policy's small error -- into a huge normalised one.
+MIN_ACTION_SCALE = 0.05
+
+
+def _affine(stat: dict, mode: str, idx=slice(None), floor: float = 0.0):
+  """(center, half-width) of a summary's values (per dimension, or (H, D) for a `_by_step` summary); a
+  constant dimension keeps scale 1, the others at least `floor`."""
   if mode == "quantile":
     lo, hi = np.asarray(stat["q01"])[..., idx], np.asarray(stat["q99"])[..., idx]
     center, half = (hi + lo) / 2, (hi - lo) / 2
   else:
     center, half = np.asarray(stat["mean"])[..., idx], np.asarray(stat["std"])[..., idx]
-  return center, np.where(half > 1e-6, half, 1.0)
+  return center, np.where(half > 1e-6, np.maximum(half, floor), 1.0)
 
 
 def _pad_last(x, width, value=0.0):
@@ -209,7 +216,8 @@ class Normalizer:
   """Per-embodiment affine maps of unified action chunks and of (zero-padded) proprio.
 
   Built from a dataset's statistics (`from_stats`: mode `quantile` maps [q01, q99] onto [-1, 1], `mean_std`
-  standardises; dimensions with no spread keep scale 1) or from a checkpoint (`from_dict`). Slot statistics:
+  standardises; dimensions with no spread keep scale 1, action dimensions at least MIN_ACTION_SCALE) or from a
+  checkpoint (`from_dict`). Slot statistics:
   hand <- `hand_relative`; `<robot>_eef` <- `eef_relative` (9) + the gripper command of `action`;
   `<robot>_joints` <- `joints_relative` (n) + the gripper command. With `per_step`, every chunk step k has its
   own offset and scale (`<field>_by_step`): the next step's small motion keeps its resolution beside the
@@ -247,9 +255,9 @@ class Normalizer:
       for slot in space.own_slots(name):
         field = {"hand": "hand_relative", "eef": "eef_relative", "joints": "joints_relative"}[slot.kind]
         try:
-          c, h = _affine(st[field + "_by_step"], mode) if per_step else _affine(st[field], mode)
+          c, h = _affine(st[field + "_by_step"] if per_step else st[field], mode, floor=MIN_ACTION_SCALE)
           if slot.kind != "hand":  # the gripper command (absolute) follows the pose or joint deltas
-            c_grip, h_grip = _affine(st["action"], mode, slice(-1, None))
+            c_grip, h_grip = _affine(st["action"], mode, slice(-1, None), floor=MIN_ACTION_SCALE)
             c = np.concatenate([c, np.broadcast_to(c_grip, c.shape[:-1] + (1,))], -1)
             h = np.concatenate([h, np.broadcast_to(h_grip, h.shape[:-1] + (1,))], -1)
         except KeyError as e:

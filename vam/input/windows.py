@@ -51,6 +51,9 @@ def decode_instruction(codes: np.ndarray) -> str:
 
 
 PADS = ("repeat", "mask")
+# Mapped trajectories can leave the target embodiment's own range by far (a hand turns its wrist where the
+# robot's demos never turn the gripper: tens of normalised units); clipped so they cannot swamp the loss.
+MAPPED_CLIP = 5.0
 
 
 def unified_chunk(ep: dict, t: int, horizon: int, space: embodiment_lib.ActionSpace, views=None, pad="repeat"):
@@ -110,7 +113,8 @@ def make_window(ep: dict, t: int, spec: WindowSpec, space, normalizer) -> dict:
   name = ep["embodiment"]
   normalized = normalizer.normalize_actions(name, chunk)
   for other in views:  # mapped slots take their own embodiment's statistics
-    normalized = np.where(space.embodiment_mask(other), normalizer.normalize_actions(other, chunk), normalized)
+    mapped = np.clip(normalizer.normalize_actions(other, chunk), -MAPPED_CLIP, MAPPED_CLIP)
+    normalized = np.where(space.embodiment_mask(other), mapped, normalized)
   out = {}
   if "privileged" in ep and name in normalizer.privileged_offset:  # the privileged-state policy's input only
     out["privileged"] = normalizer.normalize_privileged(name, ep["privileged"][t])

@@ -3,7 +3,8 @@ action decoder (an inverse-dynamics model) that reads the video DiT's hidden sta
 
 Training (teacher forcing): the ground-truth future latents are noised to tau_v (sampled independently of
 the action time tau_a), the first k DiT blocks run on [clean context; noisy future] and their hidden states,
-flattened over time and space and LayerNorm'd, are the decoder's cross-attention memory. The decoder's time
+flattened over time and space, LayerNorm'd and given a learned position embedding (the DiT's rotary
+positions live inside its attention only), are the decoder's cross-attention memory. The decoder's time
 conditioning fuses tau_a and tau_v (`action_decoder`); proprio is replaced by a learned mask token with
 probability `proprio_dropout`. The loss is the episode's own action loss plus, with mutual imitation, the
 mapped-action loss (the other embodiment's slots, `mapped_mask`), each a masked mean.
@@ -22,7 +23,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vam import flow
-from vam.models import action_decoder, video_model
+from vam.models import action_decoder, layers, video_model
 
 FROZEN = r"^video(/|$)"  # the whole stage-1 model (autoencoder, latent statistics, text encoder, DiT)
 ACTION_KEYS = ("proprio", "actions", "action_mask", "mapped_mask")
@@ -40,6 +41,10 @@ class VamConfig:
   tau_v: float = 1.0  # inference: integrate the video flow down to this tau_v (1: no video integration)
   video_steps: int = 4  # inference: Euler steps of the video flow from 1 to tau_v (when tau_v < 1)
   mapped_weight: float = 1.0  # weight of the mapped-action loss (mutual imitation)
+  # Fraction of training samples whose tau_v is the inference tau_v: a decoder trained on informative futures
+  # only (tau_v < 1) leans on them and cannot act from the pure-noise future it sees at tau_v = 1.
+  tau_v_inference_fraction: float = 0.0
+  feature_mlp: bool = False  # a trainable per-token MLP on the video features before the decoder reads them
 
 
 class VideoActionModel(nnx.Module):
@@ -54,11 +59,20 @@ class VideoActionModel(nnx.Module):
     self.cfg = cfg
     self.video = video_model.VideoModel(cfg.video, rngs=rngs)
     self.feature_norm = nnx.LayerNorm(width, rngs=rngs)
+    # Where each token sits (frame, row, column): the DiT's rotary positions act inside its attention only,
+    # so its hidden states do not say where they are; the decoder learns it here (trainable, not frozen).
+    tokens = (cfg.video.context_frames + cfg.video.future_frames) * cfg.video.dit.tokens_per_frame
+    self.feature_pos = nnx.Param(0.02 * jax.random.normal(rngs.params(), (tokens, width)))
+    # A trainable per-token MLP over the frozen features (residual): cross-attention reads its memory
+    # linearly, and what a small frozen model's tokens know about a 3-pixel ball is not linear in them.
+    self.feature_mlp = layers.Mlp(width, 2 * width, width, rngs=rngs) if cfg.feature_mlp else None
     self.decoder = action_decoder.ActionDecoder(cfg.decoder, rngs=rngs)
 
   def features(self, hidden):
-    """Video hidden states (B, N, D) -> the decoder's memory: no gradient into the video model, LayerNorm'd."""
-    return self.feature_norm(jax.lax.stop_gradient(hidden))
+    """Video hidden states (B, N, D) -> the decoder's memory: no gradient into the video model, LayerNorm'd,
+    plus a learned embedding of each token's position."""
+    x = self.feature_norm(jax.lax.stop_gradient(hidden)) + self.feature_pos.value[None]
+    return x if self.feature_mlp is None else x + self.feature_mlp(x)
 
   def training_features(self, batch, tau_v, rng):
     """Teacher forcing: (B, N, D) features of the ground-truth future noised to tau_v (B,)."""
@@ -69,7 +83,10 @@ class VideoActionModel(nnx.Module):
     k_v, k_h, k_a, k_eps, k_drop = jax.random.split(rng, 5)
     x0, mask, mapped = batch["actions"], batch["action_mask"], batch["mapped_mask"]
     b = x0.shape[0]
+    k_v, k_match = jax.random.split(k_v)
     tau_v = flow.sample_time(k_v, (b,), self.cfg.tau_v_sampler)
+    at_inference = jax.random.bernoulli(k_match, self.cfg.tau_v_inference_fraction, (b,))
+    tau_v = jnp.where(at_inference, self.cfg.tau_v, tau_v)
     cond = self.training_features(batch, tau_v, k_h)
     tau_a = flow.sample_time(k_a, (b,), self.cfg.action_time_sampler)
     eps = jax.random.normal(k_eps, x0.shape, x0.dtype)

@@ -73,7 +73,7 @@ def make_inputs(config, latents: str | None = None):
 def make_assets(config, space, loader, example: dict, pretrained: "Pretrained") -> dict:
   """What a checkpoint needs besides arrays: enough to rebuild the model and its (de)normalisation."""
   return dict(format=checkpoints.FORMAT, config=json.loads(config.to_json_best_effort()),
-              normalization=loader.normalizer.to_dict(), action_space=space.layout(),
+              normalization=loader.normalizer.to_dict(), statistics=loader.stats, action_space=space.layout(),
               image_size=int(example["images"].shape[1]),
               datasets={e.name: e.path for e in loader.entries},
               autoencoder_fingerprint=pretrained.autoencoder_fingerprint, pretrained=pretrained.sources)
