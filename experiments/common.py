@@ -50,7 +50,7 @@ def image_encoder(tiny: bool = False, kind: str = "conv") -> dict:
   """`config.model.encoder` of the image policies (vam/models/encoders.py): `conv` (ResNet-style with GroupNorm,
   spatial-softmax keypoints, random-shift augmentation) or `vit`, and the instruction encoder's sizes."""
   return dict(kind=kind, width=32 if tiny else 128, depth=1 if tiny else 2, heads=2 if tiny else 4,
-              patch=16 if tiny else 8, channels=[8, 16] if tiny else [32, 64, 128], groups=4 if tiny else 8,
+              patch=16 if tiny else 8, channels=[8, 16] if tiny else [16, 32, 64], groups=4 if tiny else 8,
               readout="keypoints", keypoints=8 if tiny else 32, shift=4, text_len=32 if tiny else 64, text_depth=1)
 
 
