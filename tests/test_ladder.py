@@ -37,9 +37,10 @@ def _fixed_batch(config, size: int):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["quickstart.py:tiny", "state_policy.py:tiny"])
 def test_one_batch_is_fitted_quickly(tiny_data_dir, name):
-  """The training step of the real config (optimizer, schedule, loss) fits a fixed batch of 16 windows in 150
-  steps: its sampled chunks come within a fraction of the 'hold still' reference's error."""
-  config = experiment_config(name, data_dir=tiny_data_dir, total_steps=150, **{
+  """The training step of the real config (optimizer, schedule, loss) fits a fixed batch of 16 windows in 300
+  steps: its sampled chunks land within 0.4x the error of predicting the mean action (measured: ~0.25x; at 150
+  steps ~0.6x, which is why the README's overfit rung reads 300 steps)."""
+  config = experiment_config(name, data_dir=tiny_data_dir, total_steps=300, **{
       "optimizer.warmup_steps": 10, "data.mixture": "{'sim_robot': 1.0, 'sim_human': 0.0}",
       "model.encoder.width": 64, "model.decoder.width": 64, "model.decoder.depth": 2,
       "model.proprio_dropout": 0.0})
@@ -56,9 +57,9 @@ def test_one_batch_is_fitted_quickly(tiny_data_dir, name):
   pred = np.asarray(binder(state["params"]).sample(batch, jax.random.PRNGKey(1)))
   mask = np.asarray(batch["action_mask"])
   rmse = np.sqrt(np.mean(np.square(pred - np.asarray(batch["actions"]))[mask]))
-  hold = np.sqrt(np.mean(np.square(np.asarray(batch["actions"]))[mask]))  # zero in normalised units ~ hold
-  assert losses[-1] < 0.3 * losses[0], losses[::25]
-  assert rmse < 0.5 * hold, (rmse, hold)
+  mean = np.sqrt(np.mean(np.square(np.asarray(batch["actions"]))[mask]))  # normalised: 0 is the mean action
+  assert losses[-1] < 0.1 * losses[0], losses[::25]
+  assert rmse < 0.4 * mean, (rmse, mean)
 
 
 @pytest.mark.slow
@@ -66,9 +67,10 @@ def test_reference_chunks_execute_as_what_they_say(tiny_data_dir):
   """'hold' executes as the current joints; 'last' as the previous step's joint targets."""
   config = experiment_config("quickstart.py:tiny", data_dir=tiny_data_dir)
   space, spec, loader = train_lib.make_inputs(config)
-  src = loader.sources[0]
+  src = next(s for s in loader.sources if "arm6" in s.episodes.embodiment)
   ep = src._episode(0)  # pylint: disable=protected-access
   name, t = ep["embodiment"], 3
+  assert name == "arm6", name
   refs = windows.reference_chunks(ep, t, 8, space)
   for key, expect in (("hold", ep["state"][t, :6]), ("last", ep["action"][t - 1, :6])):
     chunk = loader.normalizer.normalize_actions(name, refs[key])
