@@ -62,7 +62,8 @@ def summarize(report: dict) -> dict:
 
 def table(results: dict) -> str:
   cells = sorted({c for r in results.values() for c in r["joints"]["cells"]})
-  head = "| run | " + " | ".join(cells) + " | offline joint RMSE (policy / hold) | eef control: " + " | ".join(cells) + " |"
+  head = ("| run | " + " | ".join(cells) + " | offline joint RMSE (policy / hold) | eef control: "
+          + " | ".join(cells) + " |")
   lines = [head, "|" + "---|" * (2 + 2 * len(cells))]
   for name, r in results.items():
     rate = lambda ev, c: f"{ev['cells'][c]['rate']:.2f}" if c in ev["cells"] else ""
@@ -94,7 +95,8 @@ def main(argv=None):
     _run(["-m", "vam.eval", "--workdir", w, *EVAL], log)
     _run(["-m", "vam.eval", "--workdir", w, "--out", os.path.join(w, "eval_eef"), "--config.eval.control=eef",
           "--config.eval.offline_windows=0", *EVAL], log)
-    reports = {k: json.load(open(os.path.join(w, d, "report.json"))) for k, d in (("joints", "eval"), ("eef", "eval_eef"))}
+    reports = {k: json.load(open(os.path.join(w, d, "report.json")))
+               for k, d in (("joints", "eval"), ("eef", "eval_eef"))}
     results[name] = dict(config=config, overrides=overrides, train_seconds=round(train_s),
                          **{k: summarize(v) for k, v in reports.items()})
     with open(path + ".tmp", "w") as f:

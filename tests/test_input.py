@@ -72,8 +72,8 @@ def test_joint_slot_holds_deltas_and_references(data_dir):
   np.testing.assert_allclose(chunk[:, joints][:, :6], ep["action"][2:8, :6] - ep["state"][2, :6], atol=1e-6)
   refs = windows.reference_chunks(ep, 2, 6, p.space)
   np.testing.assert_allclose(refs["hold"][:, joints][:, :6], 0.0)  # hold: zero deltas
-  np.testing.assert_allclose(refs["last"][:, joints][:, :6], np.repeat(ep["action"][1:2, :6] - ep["state"][2, :6], 6, 0),
-                             atol=1e-6)
+  last = np.repeat(ep["action"][1:2, :6] - ep["state"][2, :6], 6, 0)  # the previous targets, from t's joints
+  np.testing.assert_allclose(refs["last"][:, joints][:, :6], last, atol=1e-6)
   eef = p.space.slots["arm6_eef"].slice
   np.testing.assert_allclose(refs["hold"][:, eef][:, :9], [[0, 0, 0, 1, 0, 0, 0, 1, 0]] * 6, atol=1e-6)
 

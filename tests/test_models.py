@@ -61,6 +61,33 @@ def test_image_baseline_loss_and_sample():
   assert out.shape == (b, 4, 10)
 
 
+def test_privileged_auxiliary_loss_trains_the_image_encoder():
+  """`privileged_aux`: the image features regress the privileged state (training only); the loss adds it, its
+  gradient reaches the encoder, sampling never reads the state, and it needs the state's width."""
+  from vam.models import encoders, policies
+  enc = encoders.EncoderConfig(kind="conv", width=16, image_size=32, frames=1, channels=(8, 16), groups=4,
+                               keypoints=4, text_len=16)
+  dec = action_decoder.DecoderConfig(action_dim=6, proprio_dim=3, horizon=2, cond_dim=16, width=16, depth=1, heads=2)
+  b = 2
+  batch = dict(images=jax.random.randint(jax.random.PRNGKey(0), (b, 1, 32, 32, 3), 0, 255).astype(jnp.uint8),
+               instruction=jnp.zeros((b, 16), jnp.uint8), embodiment_id=jnp.array([0, 1]), proprio=jnp.ones((b, 3)),
+               actions=jnp.ones((b, 2, 6)), action_mask=jnp.ones((b, 2, 6), bool), privileged=jnp.ones((b, 5)))
+  plain = policies.ImageBaseline(policies.PolicyConfig(enc, dec, privileged_dim=5), rngs=nnx.Rngs(0))
+  aux = policies.ImageBaseline(policies.PolicyConfig(enc, dec, privileged_dim=5, privileged_aux=2.0), rngs=nnx.Rngs(0))
+  grad = nnx.jit(nnx.grad(lambda m: m.loss(batch, jax.random.PRNGKey(1)), has_aux=True))
+  (l0, m0), (l1, m1) = [nnx.jit(lambda m: m.loss(batch, jax.random.PRNGKey(1)))(m) for m in (plain, aux)]
+  assert "privileged_mse" not in m0 and float(m1["privileged_mse"]) > 0
+  np.testing.assert_allclose(float(l1), float(m1["flow_loss"]) + 2.0 * float(m1["privileged_mse"]), rtol=1e-5)
+  # The encoder's gradient differs only by the auxiliary term (the flow part is identical: same init, same rng).
+  g0, g1 = grad(plain)[0]["images"], grad(aux)[0]["images"]
+  diff = jax.tree.map(lambda a, c: float(jnp.abs(a - c).max()), g0, g1)
+  assert max(jax.tree.leaves(diff)) > 1e-6
+  no_state = {k: v for k, v in batch.items() if k != "privileged"}
+  assert nnx.jit(lambda m: m.sample(no_state, jax.random.PRNGKey(2), num_steps=2))(aux).shape == (b, 2, 6)
+  with np.testing.assert_raises(ValueError):
+    policies.ImageBaseline(policies.PolicyConfig(enc, dec, privileged_aux=1.0), rngs=nnx.Rngs(0))
+
+
 def test_conv_encoder_readouts_and_random_shift():
   from vam.models import encoders
   images = jax.random.randint(jax.random.PRNGKey(0), (2, 2, 32, 32, 3), 0, 255).astype(jnp.uint8)

@@ -98,7 +98,8 @@ def reference_chunks(ep: dict, t: int, horizon: int, space) -> dict:
     joints = embodiment_lib.joint_positions(name, ep["state"][t])
     held = np.concatenate([joints, 1.0 - ep["state"][t, len(joints):len(joints) + 1]])
     hold = dict(ep, **still, eef_target=rep(ep["eef"][t]), action=rep(held))
-    last = hold if t == 0 else dict(ep, **still, eef_target=rep(ep["eef_target"][t - 1]), action=rep(ep["action"][t - 1]))
+    last = hold if t == 0 else dict(ep, **still, eef_target=rep(ep["eef_target"][t - 1]),
+                                    action=rep(ep["action"][t - 1]))
   return {k: unified_chunk(v, t, horizon, space)[0] for k, v in (("hold", hold), ("last", last))}
 
 

@@ -27,7 +27,8 @@ class PolicyConfig:
   action_time_sampler: str = "sqrt"
   sample_steps: int = 10
   use_text: bool = True  # the state policy may read the task from its one-hot instead
-  privileged_dim: int = 0  # StatePolicy: width of the privileged state
+  privileged_dim: int = 0  # width of the privileged state (StatePolicy's input; ImageBaseline's auxiliary target)
+  privileged_aux: float = 0.0  # ImageBaseline: weight of predicting the privileged state from the image features
 
 
 class FlowPolicy(nnx.Module):
@@ -35,9 +36,18 @@ class FlowPolicy(nnx.Module):
 
   cfg: PolicyConfig
 
-  def condition(self, batch, rng=None):
-    """Observation tokens (B, M, D) and their mask (B, M); `rng` (training only) drives augmentation."""
+  def features(self, batch, rng=None):
+    """The observation's own tokens (B, M, D); `rng` (training only) drives augmentation."""
     raise NotImplementedError
+
+  def auxiliary_loss(self, batch, features):
+    """An extra training loss on `features` (and its metrics); none by default."""
+    del batch, features
+    return 0.0, {}
+
+  def condition(self, batch, rng=None):
+    """The decoder's context: [embodiment; features; instruction] tokens (B, M', D) and their mask (B, M')."""
+    return self._context(batch, self.features(batch, rng))
 
   def loss(self, batch, rng):
     """Masked flow-matching loss on the unified action chunk. Returns (loss, metrics)."""
@@ -47,11 +57,13 @@ class FlowPolicy(nnx.Module):
     tau = flow.sample_time(k_t, (b,), self.cfg.action_time_sampler)
     eps = jax.random.normal(k_eps, x0.shape, x0.dtype)
     dropped = jax.random.bernoulli(k_drop, self.cfg.proprio_dropout, (b,))
-    cond, cond_mask = self.condition(batch, k_aug)
+    features = self.features(batch, k_aug)
+    cond, cond_mask = self._context(batch, features)
     v = self.decoder(flow.interpolate(x0, eps, tau), tau, batch["proprio"], cond, cond_mask=cond_mask,
                      proprio_dropped=dropped)
-    loss = flow.loss(v, x0, eps, mask)
-    return loss, {"flow_loss": loss}
+    flow_loss = flow.loss(v, x0, eps, mask)
+    aux, metrics = self.auxiliary_loss(batch, features)
+    return flow_loss + aux, {"flow_loss": flow_loss, **metrics}
 
   def sample(self, batch, rng, num_steps=None):
     """Action chunk (B, H_a, A) by Euler integration from noise (tau 1 -> 0)."""
@@ -63,7 +75,8 @@ class FlowPolicy(nnx.Module):
   def _context(self, batch, tokens):
     """[embodiment token; `tokens`; instruction tokens] and their mask."""
     b = tokens.shape[0]
-    parts, masks = [self.embodiment(batch["embodiment_id"])[:, None], tokens], [jnp.ones((b, 1 + tokens.shape[1]), bool)]
+    parts = [self.embodiment(batch["embodiment_id"])[:, None], tokens]
+    masks = [jnp.ones((b, 1 + tokens.shape[1]), bool)]
     if self.cfg.use_text:
       words, text_mask = self.text(batch["instruction"])
       parts.append(words)
@@ -80,12 +93,27 @@ class ImageBaseline(FlowPolicy):
     self.text = text.InstructionEncoder(encoders.text_config(cfg.encoder), rngs=rngs)
     self.embodiment = nnx.Embed(cfg.encoder.num_embodiments, cfg.encoder.width, rngs=rngs)
     self.decoder = action_decoder.ActionDecoder(cfg.decoder, rngs=rngs)
+    if cfg.privileged_aux > 0:
+      if cfg.privileged_dim <= 0:
+        raise ValueError("config.model.privileged_aux > 0 needs config.model.privileged_dim > 0")
+      d = cfg.encoder.width
+      self.privileged_head = layers.Mlp(d, d, cfg.privileged_dim, rngs=rngs)
 
-  def condition(self, batch, rng=None):
+  def features(self, batch, rng=None):
     images = batch["images"]
     if rng is not None:
       images = encoders.random_shift(images, rng, self.cfg.encoder.shift)
-    return self._context(batch, self.images(images))
+    return self.images(images)
+
+  def auxiliary_loss(self, batch, features):
+    """Privileged-state supervision of the image features (training only; the policy never reads the state):
+    the task state (target and object positions, standardised) regressed from the tokens by a per-token MLP
+    averaged over tokens. It tells the encoder which few pixels matter, which 200 demos per task alone do not."""
+    if self.cfg.privileged_aux <= 0:
+      return 0.0, {}
+    pred = self.privileged_head(features).mean(axis=1)  # (B, P)
+    mse = jnp.mean(jnp.square(pred - batch["privileged"]))
+    return self.cfg.privileged_aux * mse, {"privileged_mse": mse}
 
 
 class StatePolicy(FlowPolicy):
@@ -99,8 +127,8 @@ class StatePolicy(FlowPolicy):
     self.embodiment = nnx.Embed(cfg.encoder.num_embodiments, d, rngs=rngs)
     self.decoder = action_decoder.ActionDecoder(cfg.decoder, rngs=rngs)
 
-  def condition(self, batch, rng=None):
-    return self._context(batch, self.state_in(batch["privileged"])[:, None])
+  def features(self, batch, rng=None):
+    return self.state_in(batch["privileged"])[:, None]
 
 
 POLICIES = {"image_baseline": ImageBaseline, "state_policy": StatePolicy}
@@ -108,6 +136,14 @@ INPUT_KEYS = {
     "image_baseline": ("images", "instruction", "embodiment_id", "proprio", "actions", "action_mask"),
     "state_policy": ("privileged", "instruction", "embodiment_id", "proprio", "actions", "action_mask"),
 }
+
+
+def input_keys(model_cfg) -> tuple[str, ...]:
+  """The window keys policy `model_cfg.name`'s loss reads."""
+  keys = INPUT_KEYS[model_cfg.name]
+  if model_cfg.get("privileged_aux", 0.0) > 0 and "privileged" not in keys:
+    keys += ("privileged",)
+  return keys
 
 
 def from_config(model_cfg, *, action_dim: int, proprio_dim: int, horizon: int, frames: int, image_size: int,
@@ -123,7 +159,8 @@ def from_config(model_cfg, *, action_dim: int, proprio_dim: int, horizon: int, f
                                      horizon=horizon, cond_dim=enc.width)
   cfg = PolicyConfig(enc, dec, proprio_dropout=model_cfg.proprio_dropout,
                      action_time_sampler=model_cfg.action_time_sampler, sample_steps=model_cfg.sample_steps,
-                     use_text=model_cfg.get("use_text", True), privileged_dim=model_cfg.get("privileged_dim", 0))
+                     use_text=model_cfg.get("use_text", True), privileged_dim=model_cfg.get("privileged_dim", 0),
+                     privileged_aux=model_cfg.get("privileged_aux", 0.0))
   return POLICIES[model_cfg.name](cfg, rngs=rngs)
 
 

@@ -95,7 +95,7 @@ def input_keys(config) -> tuple[str, ...]:
   """The window keys the model's `loss` reads (the rest of a window stays on the host)."""
   name = check_name(config)
   if name in policies.POLICIES:
-    return policies.INPUT_KEYS[name]
+    return policies.input_keys(config.model)
   if name == "autoencoder":
     return ("images",)
   video_keys = video_model.LATENT_KEYS if config.data.get("use_latents", False) else video_model.PIXEL_KEYS

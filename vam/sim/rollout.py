@@ -1,8 +1,8 @@
 """Batched expert rollouts that record what a dataset episode needs, per 10 Hz control step.
 
 `rollout` runs jitted `lax.scan`s over control steps for a whole batch (all tasks of an embodiment
-mixed): render -> expert action -> env step, a segment at a time until every episode is done. `collect` runs it and cuts the batch into episodes
-(numpy), each ending a few steps after first success or at its task's horizon.
+mixed): render -> expert action -> env step, a segment at a time until every episode is done. `collect` runs
+it and cuts the batch into episodes (numpy), each ending a few steps after first success or at its task's horizon.
 """
 
 import dataclasses
