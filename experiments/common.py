@@ -2,6 +2,8 @@
 
 import ml_collections
 
+from vam.sim import tasks
+
 
 VIDEO_MIXTURE = {"sim_robot": 0.5, "sim_human": 0.5}  # stage 1 learns from every video alike
 
@@ -73,6 +75,7 @@ def vam_model(tiny: bool, video_workdir: str = "out/demo/video") -> ml_collectio
   m.tau_v_sampler = "uniform"  # training distribution of tau_v (independent of tau_a)
   m.tau_v_inference_fraction = 0.5  # ... except this fraction of samples, trained at the inference tau_v
   m.feature_mlp = True  # a trainable per-token MLP on the frozen video features (README "Recipe")
+  privileged_probe(m, 0.0)
   m.proprio_dropout = 0.2
   m.action_time_sampler = "sqrt"
   m.sample_steps = 10  # action Euler steps at inference
@@ -80,6 +83,13 @@ def vam_model(tiny: bool, video_workdir: str = "out/demo/video") -> ml_collectio
   m.video_steps = 4  # video Euler steps from 1 down to tau_v when tau_v < 1
   m.mapped_weight = 1.0  # loss = own-action loss + mapped_weight * mapped-action loss
   return m
+
+
+def privileged_probe(model: ml_collections.ConfigDict, weight: float) -> None:
+  """Sets the auxiliary privileged-state probe of `config.model` (vam/models/layers.py `PrivilegedProbe`):
+  training regresses the simulator's task state from the observation features with this loss weight."""
+  model.privileged_dim = tasks.PRIVILEGED_DIM
+  model.privileged_aux = weight
 
 
 def policy_eval(**overrides) -> ml_collections.ConfigDict:

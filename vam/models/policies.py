@@ -93,11 +93,8 @@ class ImageBaseline(FlowPolicy):
     self.text = text.InstructionEncoder(encoders.text_config(cfg.encoder), rngs=rngs)
     self.embodiment = nnx.Embed(cfg.encoder.num_embodiments, cfg.encoder.width, rngs=rngs)
     self.decoder = action_decoder.ActionDecoder(cfg.decoder, rngs=rngs)
-    if cfg.privileged_aux > 0:
-      if cfg.privileged_dim <= 0:
-        raise ValueError("config.model.privileged_aux > 0 needs config.model.privileged_dim > 0")
-      d = cfg.encoder.width
-      self.privileged_head = layers.Mlp(d, d, cfg.privileged_dim, rngs=rngs)
+    self.probe = (layers.PrivilegedProbe(cfg.encoder.width, cfg.privileged_dim, cfg.privileged_aux, rngs=rngs)
+                  if cfg.privileged_aux > 0 else None)
 
   def features(self, batch, rng=None):
     images = batch["images"]
@@ -106,14 +103,7 @@ class ImageBaseline(FlowPolicy):
     return self.images(images)
 
   def auxiliary_loss(self, batch, features):
-    """Privileged-state supervision of the image features (training only; the policy never reads the state):
-    the task state (target and object positions, standardised) regressed from the tokens by a per-token MLP
-    averaged over tokens. It tells the encoder which few pixels matter, which 200 demos per task alone do not."""
-    if self.cfg.privileged_aux <= 0:
-      return 0.0, {}
-    pred = self.privileged_head(features).mean(axis=1)  # (B, P)
-    mse = jnp.mean(jnp.square(pred - batch["privileged"]))
-    return self.cfg.privileged_aux * mse, {"privileged_mse": mse}
+    return (0.0, {}) if self.probe is None else self.probe(features, batch["privileged"])
 
 
 class StatePolicy(FlowPolicy):
@@ -141,9 +131,12 @@ INPUT_KEYS = {
 def input_keys(model_cfg) -> tuple[str, ...]:
   """The window keys policy `model_cfg.name`'s loss reads."""
   keys = INPUT_KEYS[model_cfg.name]
-  if model_cfg.get("privileged_aux", 0.0) > 0 and "privileged" not in keys:
-    keys += ("privileged",)
-  return keys
+  return keys + ("privileged",) if reads_privileged_aux(model_cfg) and "privileged" not in keys else keys
+
+
+def reads_privileged_aux(model_cfg) -> bool:
+  """Whether training reads the privileged state for the auxiliary probe (`config.model.privileged_aux` > 0)."""
+  return model_cfg.get("privileged_aux", 0.0) > 0
 
 
 def from_config(model_cfg, *, action_dim: int, proprio_dim: int, horizon: int, frames: int, image_size: int,

@@ -87,7 +87,8 @@ def _factory(config, action_dim: int, num_embodiments: int, image_size: int):
                       proprio_dropout=m.proprio_dropout, action_time_sampler=m.action_time_sampler,
                       sample_steps=m.sample_steps, tau_v=m.tau_v, video_steps=m.video_steps,
                       mapped_weight=m.mapped_weight, tau_v_inference_fraction=m.get("tau_v_inference_fraction", 0.0),
-                      feature_mlp=m.get("feature_mlp", False))
+                      feature_mlp=m.get("feature_mlp", False), privileged_dim=m.get("privileged_dim", 0),
+                      privileged_aux=m.get("privileged_aux", 0.0))
   return functools.partial(vam.VideoActionModel, cfg)
 
 
@@ -99,7 +100,9 @@ def input_keys(config) -> tuple[str, ...]:
   if name == "autoencoder":
     return ("images",)
   video_keys = video_model.LATENT_KEYS if config.data.get("use_latents", False) else video_model.PIXEL_KEYS
-  return video_keys + (vam.ACTION_KEYS if name == "vam" else ())
+  if name != "vam":
+    return video_keys
+  return video_keys + vam.ACTION_KEYS + (("privileged",) if policies.reads_privileged_aux(config.model) else ())
 
 
 def frozen_pattern(config) -> str | None:

@@ -45,6 +45,8 @@ class VamConfig:
   # only (tau_v < 1) leans on them and cannot act from the pure-noise future it sees at tau_v = 1.
   tau_v_inference_fraction: float = 0.0
   feature_mlp: bool = False  # a trainable per-token MLP on the video features before the decoder reads them
+  privileged_dim: int = 0  # width of the privileged state (the auxiliary probe's target)
+  privileged_aux: float = 0.0  # weight of predicting the privileged state from the decoder's features
 
 
 class VideoActionModel(nnx.Module):
@@ -67,6 +69,8 @@ class VideoActionModel(nnx.Module):
     # linearly, and what a small frozen model's tokens know about a 3-pixel ball is not linear in them.
     self.feature_mlp = layers.Mlp(width, 2 * width, width, rngs=rngs) if cfg.feature_mlp else None
     self.decoder = action_decoder.ActionDecoder(cfg.decoder, rngs=rngs)
+    self.probe = (layers.PrivilegedProbe(width, cfg.privileged_dim, cfg.privileged_aux, rngs=rngs)
+                  if cfg.privileged_aux > 0 else None)
 
   def features(self, hidden):
     """Video hidden states (B, N, D) -> the decoder's memory: no gradient into the video model, LayerNorm'd,
@@ -96,7 +100,11 @@ class VideoActionModel(nnx.Module):
     own_loss = flow.loss(v, x0, eps, mask & ~mapped)
     mapped_loss = flow.loss(v, x0, eps, mapped)
     loss = own_loss + self.cfg.mapped_weight * mapped_loss
-    return loss, {"own_action_loss": own_loss, "mapped_action_loss": mapped_loss}
+    metrics = {"own_action_loss": own_loss, "mapped_action_loss": mapped_loss}
+    if self.probe is not None:  # shapes the trainable feature layers (the video model stays frozen)
+      aux, probe_metrics = self.probe(cond, batch["privileged"])
+      loss, metrics = loss + aux, dict(metrics, **probe_metrics)
+    return loss, metrics
 
   def sample_actions(self, batch, cond, tau_v, rng, num_steps=None):
     shape = batch["action_mask"].shape
