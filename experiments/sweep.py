@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVAL = ["--config.eval.tasks=['reach', 'push']", "--config.eval.modes=['easy']", "--config.eval.splits=['train']",
         "--config.eval.episodes=16", "--config.eval.num_envs=32", "--config.eval.videos_per_task=1"]
 ROBOT_DATA = ["--config.data.mixture={'sim_robot': 1.0}"]
-IMAGE = ["--config.total_steps=2000", "--config.batch_size=32", "--config.log_every=100",
+IMAGE = ["--config.total_steps=3000", "--config.batch_size=32", "--config.log_every=100",
          "--config.checkpoint_every=1000"] + ROBOT_DATA
 
 SWEEPS = {
@@ -32,6 +32,7 @@ SWEEPS = {
         "vit_lr3e-4": ("quickstart.py", IMAGE + ["--config.model.encoder.kind=vit", "--config.optimizer.lr=3e-4"]),
         "vit": ("quickstart.py", IMAGE + ["--config.model.encoder.kind=vit", "--config.optimizer.lr=3e-3"]),
         "conv": ("quickstart.py", IMAGE + ["--config.optimizer.lr=3e-3"]),
+        "conv_no_probe": ("quickstart.py", IMAGE + ["--config.optimizer.lr=3e-3", "--config.model.privileged_aux=0.0"]),
         "conv_no_shift": ("quickstart.py", IMAGE + ["--config.optimizer.lr=3e-3", "--config.model.encoder.shift=0"]),
         "conv_grid": ("quickstart.py", IMAGE + ["--config.optimizer.lr=3e-3", "--config.model.encoder.readout=grid"]),
         "conv_lr1e-3": ("quickstart.py", IMAGE + ["--config.optimizer.lr=1e-3"]),
