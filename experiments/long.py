@@ -10,34 +10,26 @@ that success can be plotted against training steps. About 2 hours on 2 CPU cores
 Variants: `default`, `tiny` (tests).
 """
 
-import ml_collections
-
-import common
+import quickstart
 
 from vam.sim import tasks
 
-VARIANTS = ("default", "tiny")
+VARIANTS = quickstart.VARIANTS
 
 
 def get_config(variant=None):
+  """The quickstart baseline's recipe (model, optimizer, probe), longer, on all four tasks."""
   variant = variant or "default"
   if variant not in VARIANTS:
     raise ValueError(f"experiments/long.py: unknown variant {variant!r}; valid variants: {list(VARIANTS)}")
   tiny = variant == "tiny"
-  c = ml_collections.ConfigDict()
-  c.variant = variant
-  common.run(c, total_steps=20 if tiny else 16_000, batch_size=8 if tiny else 32, log_every=5 if tiny else 100,
-             checkpoint_every=10 if tiny else 2000, data_dir="out/long/data")
+  c = quickstart.get_config(variant)
+  c.total_steps, c.log_every, c.checkpoint_every = (20, 5, 10) if tiny else (16_000, 100, 2000)
+  c.data_dir = "out/long/data"
   c.keep_checkpoints = 10  # every checkpoint stays for the success-versus-step curve
-  c.data = common.data(mixture={"sim_robot": 1.0, "sim_human": 0.0})  # the human data: statistics only
-  c.model = ml_collections.ConfigDict()
-  c.model.name = "image_baseline"
-  c.model.encoder = common.image_encoder(tiny)
-  c.model.decoder = common.decoder(tiny)
-  c.model.proprio_dropout = 0.2
-  c.model.action_time_sampler = "sqrt"
-  c.model.sample_steps = 10
-  c.optimizer = common.optimizer(lr=3e-3, warmup_steps=5 if tiny else 200, ema_decay=0.999)
-  c.eval = common.policy_eval(tasks=list(tasks.TASKS), modes=["easy"], episodes=2 if tiny else 16,
-                              videos_per_task=1, offline_windows=256)
+  c.data.mixture = {"sim_robot": 1.0, "sim_human": 0.0}  # the human data: statistics only
+  c.optimizer.warmup_steps = 5 if tiny else 200
+  c.optimizer.ema_decay = 0.999  # matched to 16k steps
+  c.eval.tasks, c.eval.modes = list(tasks.TASKS), ["easy"]
+  c.eval.episodes, c.eval.videos_per_task, c.eval.offline_windows = (2 if tiny else 16), 1, 256
   return c
