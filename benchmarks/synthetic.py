@@ -3,6 +3,7 @@ datasets (the compute does not depend on the values)."""
 
 import numpy as np
 
+from vam import embodiment as embodiment_lib
 from vam.input import windows
 from vam.models import registry
 
@@ -18,7 +19,8 @@ def window(config, space, image_size: int, embodiment: str = "arm6") -> dict:
       images=rng.integers(0, 255, (d.context_frames, image_size, image_size, 3), np.uint8),
       instruction=windows.encode_instruction("pick up the red cube and place it on the green pad"),
       embodiment_id=np.int32(space.embodiments.index(embodiment)),
-      proprio=rng.normal(size=(d.proprio_dim,)).astype(np.float32),
+      proprio=rng.normal(size=(embodiment_lib.proprio_width(d.proprio_dim, d.get("proprio_eef", False)),)
+                         ).astype(np.float32),
       actions=rng.normal(size=(d.action_horizon, space.dim)).astype(np.float32),
       action_mask=mask, mapped_mask=np.zeros_like(mask))
   if registry.check_name(config) in ("video_dit", "vam"):

@@ -22,6 +22,7 @@ def data(context_frames: int = 2, future_frames: int = 0, mixture=None) -> ml_co
   d.action_horizon = 16  # H_a (the closed loop executes eval.replan_every of them)
   d.proprio_dim = 17  # the widest proprio in the mixture (arm6: 17)
   d.norm_mode = "quantile"  # quantile | mean_std (vam/embodiment.py Normalizer)
+  d.proprio_eef = False  # the proprio also carries the end-effector pose (vam/embodiment.py Normalizer)
   d.norm_per_step = False  # action statistics per chunk step (the next step's motion at full resolution)
   d.pad = "repeat"  # chunk steps past an episode's end: repeat its last action (hold) | mask
   # Demos whose scripted expert started over more often than this are left out (-1: keep all). A restart

@@ -52,7 +52,7 @@ def _stats(rng):
     lo = rng.normal(size=n) - spread
     return dict(q01=lo.tolist(), q99=(lo + 2 * spread).tolist(), mean=(lo + spread).tolist(), std=[spread] * n)
   by_step = lambda n, spread: {k: [v] * 16 for k, v in field(n, spread).items()}
-  return {"arm6": dict(action=field(7, 1.0), state=field(7, 0.5), eef_relative=field(9, 0.1),
+  return {"arm6": dict(action=field(7, 1.0), state=field(7, 0.5), eef=field(9, 0.2), eef_relative=field(9, 0.1),
                        joints_relative=field(6, 0.3), privileged=field(13, 0.2), relative_horizon=16,
                        eef_relative_by_step=by_step(9, 0.1), joints_relative_by_step=by_step(6, 0.3))}
 
@@ -79,6 +79,26 @@ def test_normaliser_numpy_and_jnp_agree_and_round_trip(mode, per_step):
     norm.normalize_actions("gantry", chunk)
   with pytest.raises(ValueError, match="action_horizon=32 is longer than the 16"):
     embodiment.Normalizer.from_stats(_stats(rng), space, 17, mode, horizon=32)
+
+
+def test_proprio_with_the_end_effector_pose():
+  """`proprio_eef`: the padded state, then the standardised pose; saved and restored with the checkpoint."""
+  rng = np.random.default_rng(1)
+  stats = _stats(rng)
+  norm = embodiment.Normalizer.from_stats(stats, embodiment.ActionSpace(), 17, proprio_eef=True)
+  state, eef = rng.normal(size=(3, 7)).astype(np.float32), rng.normal(size=(3, 9)).astype(np.float32)
+  out = norm.normalize_state("arm6", state, eef)
+  assert out.shape == (3, norm.proprio_width) == (3, embodiment.proprio_width(17, True)) == (3, 26)
+  plain = embodiment.Normalizer.from_stats(stats, embodiment.ActionSpace(), 17)
+  np.testing.assert_allclose(out[:, :17], plain.normalize_state("arm6", state), rtol=1e-6)
+  st = stats["arm6"]["eef"]
+  np.testing.assert_allclose(out[:, 17:], (eef - np.asarray(st["mean"])) / np.asarray(st["std"]), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(jax.jit(lambda s, e: norm.normalize_state("arm6", s, e))(state, eef)), out,
+                             rtol=1e-5, atol=1e-5)
+  again = embodiment.Normalizer.from_dict(norm.to_dict(), embodiment.ActionSpace())
+  np.testing.assert_array_equal(again.normalize_state("arm6", state, eef), out)
+  with pytest.raises(ValueError, match="pass eef"):
+    norm.normalize_state("arm6", state)
 
 
 def test_old_statistics_are_refused_by_name():

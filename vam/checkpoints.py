@@ -28,7 +28,7 @@ STATE, EMA, DATA, ASSETS = "state", "ema_params", "data", "assets"
 ITEMS = (STATE, EMA, DATA, ASSETS)
 # Config groups that fix the parameter and batch shapes: a checkpoint only resumes under equal values.
 SHAPE_KEYS = ("model", "data.context_frames", "data.future_frames", "data.action_horizon", "data.proprio_dim",
-              "data.embodiments", "optimizer.name")
+              "data.proprio_eef", "data.embodiments", "optimizer.name")
 # ... except these, which change how the step runs, not what it holds (memory knobs may differ on resume).
 RUNTIME_KEYS = ("model.dit.remat",)
 

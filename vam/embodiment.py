@@ -42,6 +42,12 @@ POSE_DIM = 9
 CONTROLS = ("joints", "eef")  # which slot a robot executes
 
 
+def proprio_width(proprio_dim: int, with_eef: bool) -> int:
+  """The model's proprio input: the padded native state, then (`config.data.proprio_eef`) the end-effector
+  pose (position + 6D rotation, standardised)."""
+  return proprio_dim + (POSE_DIM if with_eef else 0)
+
+
 @dataclasses.dataclass(frozen=True)
 class EmbodimentSpec:
   kind: str  # robot | human
@@ -222,12 +228,15 @@ class Normalizer:
   `<robot>_joints` <- `joints_relative` (n) + the gripper command. With `per_step`, every chunk step k has its
   own offset and scale (`<field>_by_step`): the next step's small motion keeps its resolution beside the
   large motion many steps ahead. Action maps are (H, A) arrays, so they apply to chunks (..., H, A). Affine:
-  round trips are exact. Every method takes numpy or jax arrays and returns the same kind.
+  round trips are exact. Every method takes numpy or jax arrays and returns the same kind. With `proprio_eef`,
+  the proprio carries the end-effector pose after the state (standardised by the `eef` statistics): where the
+  gripper is relative to what it must reach is then a difference, not forward kinematics to learn.
   """
 
   def __init__(self, space: ActionSpace, proprio_dim: int, mode: str, action_offset: dict, action_scale: dict,
                state_offset: dict, state_scale: dict, privileged_offset: dict | None = None,
-               privileged_scale: dict | None = None, per_step: bool = False):
+               privileged_scale: dict | None = None, per_step: bool = False, eef_offset: dict | None = None,
+               eef_scale: dict | None = None):
     if mode not in NORM_MODES:
       raise ValueError(f"unknown normalisation mode {mode!r}; valid: {list(NORM_MODES)}")
     self.space, self.proprio_dim, self.mode, self.per_step = space, proprio_dim, mode, per_step
@@ -235,15 +244,17 @@ class Normalizer:
     self.action_offset, self.action_scale = f32(action_offset), f32(action_scale)
     self.state_offset, self.state_scale = f32(state_offset), f32(state_scale)
     self.privileged_offset, self.privileged_scale = f32(privileged_offset or {}), f32(privileged_scale or {})
+    self.eef_offset, self.eef_scale = f32(eef_offset or {}), f32(eef_scale or {})
+    self.proprio_eef = bool(self.eef_offset)
     self.horizon = next(iter(self.action_offset.values())).shape[0] if self.action_offset else 0
 
   @classmethod
   def from_stats(cls, stats: dict, space: ActionSpace, proprio_dim: int, mode: str = "quantile",
-                 horizon: int = 16, per_step: bool = False) -> "Normalizer":
+                 horizon: int = 16, per_step: bool = False, proprio_eef: bool = False) -> "Normalizer":
     """Maps for chunks of `horizon` steps from a dataset's `normalization.json` contents."""
     if mode not in NORM_MODES:
       raise ValueError(f"unknown normalisation mode {mode!r}; valid: {list(NORM_MODES)}")
-    a_off, a_scale, s_off, s_scale, p_off, p_scale = {}, {}, {}, {}, {}, {}
+    a_off, a_scale, s_off, s_scale, p_off, p_scale, e_off, e_scale = {}, {}, {}, {}, {}, {}, {}, {}
     for name in space.embodiments:
       if name not in stats:
         continue
@@ -273,20 +284,24 @@ class Normalizer:
       s_scale[name] = np.pad(h, (0, proprio_dim - len(c)), constant_values=1.0)
       if "privileged" in st:  # always standardised: task state in metres and a one-hot
         p_off[name], p_scale[name] = _affine(st["privileged"], "mean_std")
-    return cls(space, proprio_dim, mode, a_off, a_scale, s_off, s_scale, p_off, p_scale, per_step)
+      if proprio_eef:
+        e_off[name], e_scale[name] = _affine(st["eef"], "mean_std")
+    return cls(space, proprio_dim, mode, a_off, a_scale, s_off, s_scale, p_off, p_scale, per_step, e_off, e_scale)
 
   @classmethod
   def from_dict(cls, d: dict, space: ActionSpace) -> "Normalizer":
     """The normaliser saved in a checkpoint's assets (`to_dict`)."""
     return cls(space, int(d["proprio_dim"]), d["mode"], d["action_offset"], d["action_scale"], d["state_offset"],
-               d["state_scale"], d.get("privileged_offset"), d.get("privileged_scale"), d.get("per_step", False))
+               d["state_scale"], d.get("privileged_offset"), d.get("privileged_scale"), d.get("per_step", False),
+               d.get("eef_offset"), d.get("eef_scale"))
 
   def to_dict(self) -> dict:
     lists = lambda m: {k: v.tolist() for k, v in m.items()}
     return dict(mode=self.mode, proprio_dim=self.proprio_dim, per_step=self.per_step,
                 action_offset=lists(self.action_offset), action_scale=lists(self.action_scale),
                 state_offset=lists(self.state_offset), state_scale=lists(self.state_scale),
-                privileged_offset=lists(self.privileged_offset), privileged_scale=lists(self.privileged_scale))
+                privileged_offset=lists(self.privileged_offset), privileged_scale=lists(self.privileged_scale),
+                eef_offset=lists(self.eef_offset), eef_scale=lists(self.eef_scale))
 
   @property
   def embodiments(self) -> list[str]:
@@ -312,10 +327,21 @@ class Normalizer:
     off, scale = self._maps(name, actions)
     return (actions * scale + off).astype(np.float32)
 
-  def normalize_state(self, name, state):
-    """Native proprio (..., S) -> normalised and zero-padded (..., proprio_dim)."""
+  @property
+  def proprio_width(self) -> int:
+    return proprio_width(self.proprio_dim, self.proprio_eef)
+
+  def normalize_state(self, name, state, eef=None):
+    """Native proprio (..., S) [+ end-effector pose eef (..., 9)] -> the model's proprio (..., proprio_width):
+    the state normalised and zero-padded to proprio_dim, then (with `proprio_eef`) the pose standardised."""
     self._check(name)
-    return ((_pad_last(state, self.proprio_dim) - self.state_offset[name]) / self.state_scale[name]).astype(np.float32)
+    out = ((_pad_last(state, self.proprio_dim) - self.state_offset[name]) / self.state_scale[name]).astype(np.float32)
+    if not self.proprio_eef:
+      return out
+    if eef is None:
+      raise ValueError("this normaliser's proprio includes the end-effector pose (data.proprio_eef): pass eef")
+    pose = ((eef - self.eef_offset[name]) / self.eef_scale[name]).astype(np.float32)
+    return _xp(out).concatenate([out, pose], axis=-1)
 
   def normalize_privileged(self, name, privileged):
     """The simulator's true task state (..., D) standardised (the privileged-state policy's input)."""

@@ -53,7 +53,7 @@ def learned(restored, embodiment: str, replan_every: int, sample_steps: int, con
     native = state.obs["state"]
     b = frames.shape[0]
     batch = dict(images=frames, instruction=instruction, embodiment_id=jnp.full((b,), emb_id, jnp.int32),
-                 proprio=norm.normalize_state(embodiment, native),
+                 proprio=norm.normalize_state(embodiment, native, state.obs["eef"]),
                  action_mask=jnp.ones((b, horizon, space.dim), bool))
     if embodiment in norm.privileged_offset:
       batch["privileged"] = norm.normalize_privileged(embodiment, state.obs["privileged"])

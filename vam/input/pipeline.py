@@ -133,7 +133,7 @@ class InputPipeline:
                camera="front", norm_mode="quantile", cache_mb: float = 256, latents: str | None = None,
                mapping: mapping_lib.Mapping | None = None, only_embodiments=(), max_episodes: int = 0,
                balance: str = "task", normalizer: embodiment_lib.Normalizer | None = None,
-               norm_per_step: bool = False, max_restarts: int = -1):
+               norm_per_step: bool = False, max_restarts: int = -1, proprio_eef: bool = False):
     """`latents`: the fingerprint of the autoencoder whose precomputed latents windows should carry;
     `mapping`: mutual imitation (windows also carry the other embodiments' mapped action slots). Entries of
     weight 0 only contribute normalisation statistics. `balance`: see the module docstring. `normalizer`: use
@@ -155,7 +155,8 @@ class InputPipeline:
     self.stats = embodiment_lib.merge_stats(*[s.stats for s in self.episodes],
                                             *[stats_lib.read(e.path) for e in stats_only])
     self.normalizer = normalizer or embodiment_lib.Normalizer.from_stats(
-        self.stats, space, spec.proprio_dim, norm_mode, horizon=spec.action_horizon, per_step=norm_per_step)
+        self.stats, space, spec.proprio_dim, norm_mode, horizon=spec.action_horizon, per_step=norm_per_step,
+        proprio_eef=proprio_eef)
     if mapping is not None:
       missing = [n for n in space.embodiments if n not in self.normalizer.action_offset]
       if missing:

@@ -131,7 +131,7 @@ def make_window(ep: dict, t: int, spec: WindowSpec, space, normalizer) -> dict:
       image_mask=ctx_ends - tf + 1 >= 0,
       future_images=ep["images"][np.clip(fut, 0, T - 1)],
       future_mask=fut_ends <= T - 1,
-      proprio=normalizer.normalize_state(name, ep["state"][t]),
+      proprio=normalizer.normalize_state(name, ep["state"][t], ep["eef"][t]),
       actions=np.where(mask, normalized, 0.0).astype(np.float32),
       action_mask=mask,
       mapped_mask=mapped_mask,

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from vam import embodiment as embodiment_lib
 from vam import flow
 from vam.models import action_decoder, encoders, layers, text
 
@@ -161,6 +162,7 @@ def factory(config, action_dim: int, num_embodiments: int, image_size: int):
   """`rngs -> policy` for a full training config (its `model` and `data` sections): what training builds and
   what evaluation rebuilds from a checkpoint's saved config."""
   d = config.data
-  return functools.partial(from_config, config.model, action_dim=action_dim, proprio_dim=d.proprio_dim,
+  proprio = embodiment_lib.proprio_width(d.proprio_dim, d.get("proprio_eef", False))
+  return functools.partial(from_config, config.model, action_dim=action_dim, proprio_dim=proprio,
                            horizon=d.action_horizon, frames=d.context_frames, image_size=image_size,
                            num_embodiments=num_embodiments)

@@ -11,6 +11,7 @@ import jax
 import ml_collections
 from flax import nnx
 
+from vam import embodiment as embodiment_lib
 from vam.models import action_decoder, autoencoder, layers, policies, text, vam, video_dit, video_model
 
 MODELS = tuple(policies.POLICIES) + ("autoencoder", "video_dit", "vam")
@@ -81,7 +82,8 @@ def _factory(config, action_dim: int, num_embodiments: int, image_size: int):
   if name == "video_dit":
     return functools.partial(video_model.VideoModel, video)
   m, d = config.model, config.data
-  dec = action_decoder.DecoderConfig(**dict(m.decoder), action_dim=action_dim, proprio_dim=d.proprio_dim,
+  proprio = embodiment_lib.proprio_width(d.proprio_dim, d.get("proprio_eef", False))
+  dec = action_decoder.DecoderConfig(**dict(m.decoder), action_dim=action_dim, proprio_dim=proprio,
                                      horizon=d.action_horizon, cond_dim=video.dit.width)
   cfg = vam.VamConfig(video=video, decoder=dec, layer=m.layer, tau_v_sampler=m.tau_v_sampler,
                       proprio_dropout=m.proprio_dropout, action_time_sampler=m.action_time_sampler,
