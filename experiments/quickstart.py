@@ -20,9 +20,10 @@ def get_config(variant=None):
   tiny = variant == "tiny"
   c = ml_collections.ConfigDict()
   c.variant = variant
-  common.run(c, total_steps=40 if tiny else 1200, batch_size=8 if tiny else 32, log_every=5 if tiny else 50,
-             checkpoint_every=20 if tiny else 600)
-  c.data = common.data()
+  # 3000 steps: at 1800 of them arm6 reach is 0.56, at 3000 0.88 (README "The recipe").
+  common.run(c, total_steps=40 if tiny else 3000, batch_size=8 if tiny else 32, log_every=5 if tiny else 100,
+             checkpoint_every=20 if tiny else 1000)
+  c.data = common.data(mixture={"sim_robot": 1.0, "sim_human": 0.0})  # its own robot demos (human: statistics)
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "image_baseline"

@@ -28,6 +28,7 @@ def get_config(variant=None):
   common.run(c, total_steps=40 if tiny else 3000, batch_size=8 if tiny else 64, log_every=5 if tiny else 50,
              checkpoint_every=20 if tiny else 500)
   c.data = common.data(context_frames=1, mixture={"sim_robot": 1.0})
+  c.data.proprio_eef = True  # gantry push 0.25 -> 0.50 (README "Privileged state")
   c.model = ml_collections.ConfigDict()
   c.model.name = "state_policy"
   c.model.privileged_dim = tasks.PRIVILEGED_DIM
