@@ -6,9 +6,9 @@ Measures, for the same scene and expert trajectories:
   warp_physics      env control steps/s and physics steps/s of the jitted batched rollout, no rendering
   warp_rollout      the same with the batch renderer on (frames/s = recorded images/s)
   warp_render       the batch renderer alone (images/s)
-  dataset_batch     recording a reach + push batch as the dataset builder does: stopping once every episode is
-                    done (segments of vam.sim.rollout.SEGMENT steps) vs running the longest horizon (the
-                    previous builder), episodes per second each
+  dataset_batch     recording a reach batch and a push batch as the dataset builder does (sorted by task):
+                    stopping once every episode is done (segments of vam.sim.rollout.SEGMENT steps) vs running
+                    the longest horizon (the previous builder), episodes per second each
   native_physics    mujoco.rollout (C, multi-threaded) replaying the same actions (physics steps/s)
   native_render     mujoco.Renderer (OpenGL via EGL/OSMesa when present) on the same states (images/s)
 and writes ratios warp/native measured side by side, with the machine description.
@@ -102,14 +102,20 @@ def main():
   except Exception as e:  # no GL libraries on this machine: report it, keep the other numbers
     res["native_render"] = dict(error=f"{type(e).__name__}: {e}")
 
-  # The dataset builder's batch: reach and push episodes, recorded with frames, up to the push horizon.
-  mixed = jnp.asarray(np.arange(args.batch) % 2, jnp.int32)
+  # The dataset builder's batches: it sorts episodes by task, so a batch holds one task (reach, then push),
+  # recorded with frames; the previous builder ran every batch to the longest horizon of the tasks built.
   horizon = max(tasks.HORIZON[t] for t in ("reach", "push"))
-  t_full, _ = _timed(lambda: rollout.rollout(env, keys, mixed, horizon, True, early_exit=False), 1)
-  t_early, (_, rec) = _timed(lambda: rollout.rollout(env, keys, mixed, horizon, True), 1)
-  res["dataset_batch"] = dict(full_horizon_seconds=t_full, early_exit_seconds=t_early,
-                              early_exit_steps=int(len(rec["action"])), horizon=horizon,
-                              episodes_per_s_full=args.batch / t_full, episodes_per_s_early=args.batch / t_early)
+  t_full = t_early = 0.0
+  steps = {}
+  for name in ("reach", "push"):
+    ids = jnp.full((args.batch,), tasks.TASKS.index(name), jnp.int32)
+    t_full += _timed(lambda: rollout.rollout(env, keys, ids, horizon, True, early_exit=False), 1)[0]
+    t, (_, rec) = _timed(lambda: rollout.rollout(env, keys, ids, horizon, True), 1)
+    t_early += t
+    steps[name] = int(len(rec["action"]))
+  res["dataset_batch"] = dict(full_horizon_seconds=t_full, early_exit_seconds=t_early, early_exit_steps=steps,
+                              horizon=horizon, episodes_per_s_full=2 * args.batch / t_full,
+                              episodes_per_s_early=2 * args.batch / t_early)
 
   ratios = {"warp_vs_native_physics": res["warp_physics"]["physics_steps_per_s"] / res["native_physics"]["physics_steps_per_s"]}
   ratios["dataset_batch_early_exit_vs_full_horizon"] = t_full / t_early
