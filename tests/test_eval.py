@@ -134,3 +134,25 @@ def test_bad_checkpoints_give_clear_errors(trained, tmp_path):
     restore.load(broken, 4)
   with pytest.raises(config_lib.ConfigError, match="unknown config key 'eval.episode'"):
     restore.load(trained, 4, [("eval.episode", "3")])
+
+
+def test_side_by_side_videos_keep_the_predictions_brightness(tmp_path, monkeypatch):
+  """The report's side-by-side videos show a reconstruction (floats already in [0, 1]) as bright as the real
+  frame it reconstructs: a second [-1, 1] -> [0, 1] map once washed every predicted frame out to [0.5, 1]."""
+  import numpy as np
+  from vam.eval import report, video
+  from vam.input import windows
+  captured = {}
+
+  def capture(frames, lines_of, path, fps):
+    captured["f"] = frames
+    return path
+
+  monkeypatch.setattr(report, "captioned_mp4", capture)
+  rng = np.random.default_rng(0)
+  real = rng.integers(0, 256, (1, 2, 8, 8, 3), dtype=np.uint8)
+  host = dict(images=real, instruction=np.stack([windows.encode_instruction("push the red block")]))
+  video._side_by_side(host, (real, video._unit(real)), "autoencoder", 0, str(tmp_path), 1)
+  frames = captured["f"]  # (T, H, 2W, 3): [real | reconstructed]
+  assert frames.shape == (2, 8, 16, 3)
+  np.testing.assert_array_equal(frames[..., 8:, :], frames[..., :8, :])

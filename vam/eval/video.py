@@ -127,7 +127,9 @@ def _side_by_side(host, pair, name: str, step: int, out: str, count: int) -> lis
   for i in range(min(count, real.shape[0])):
     instruction = windows.decode_instruction(host["instruction"][i])
     ctx = host["images"][i] if name != "autoencoder" else np.zeros((0,) + real.shape[2:], np.uint8)
-    to_u8 = lambda x: (np.clip(_unit(x), 0, 1) * 255).round().astype(np.uint8)
+    # uint8 frames pass through; floats arrive already in [0, 1] (`_unit` was applied for the metrics, and a
+    # second `_unit` would map them to [0.5, 1]: washed-out videos).
+    to_u8 = lambda x: x if x.dtype == np.uint8 else (np.clip(x, 0, 1) * 255).round().astype(np.uint8)
     frames = [np.concatenate([f, f], axis=1) for f in to_u8(ctx)]
     frames += [np.concatenate([a, b], axis=1) for a, b in zip(to_u8(real[i]), to_u8(other[i]))]
     labels = ["context"] * len(ctx) + ["real | " + ("reconstructed" if name == "autoencoder" else "predicted")] * len(real[i])
