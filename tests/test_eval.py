@@ -156,3 +156,68 @@ def test_side_by_side_videos_keep_the_predictions_brightness(tmp_path, monkeypat
   frames = captured["f"]  # (T, H, 2W, 3): [real | reconstructed]
   assert frames.shape == (2, 8, 16, 3)
   np.testing.assert_array_equal(frames[..., 8:, :], frames[..., :8, :])
+
+
+def _push_trace(pusher_xy, pusher_z, block_xy, target=(0.2, 0.0)):
+  """A synthetic push trace for `traces.measures`: (success (T, 1), grasp (T + 1, 1, 3), privileged)."""
+  import numpy as np
+  from vam.sim import tasks
+  t = len(pusher_xy)
+  grasp = np.concatenate([np.asarray(pusher_xy, float), np.asarray(pusher_z, float)[:, None]], -1)[:, None]
+  priv = np.zeros((t, 1, tasks.PRIVILEGED_DIM))
+  priv[:, 0, 0:2] = target
+  priv[:, 0, 3:5] = block_xy
+  priv[:, 0, 5] = 0.02
+  return np.zeros((t - 1, 1), bool), grasp, priv
+
+
+def test_trace_measures_tell_a_clean_push_from_a_pusher_sliding_past():
+  import numpy as np
+  from vam.eval import traces
+  xs = np.linspace(0.0, 0.1, 11)
+  # Behind the block (3.6 cm), 1 cm off the block -> target line (y = 0), at pushing height.
+  clean = _push_trace(np.stack([xs - 0.036, np.full(11, 0.01)], -1), np.full(11, 0.025), np.stack([xs, 0 * xs], -1))
+  row = traces.measures("push", *clean)[0]
+  assert row["pushing_steps"] == 11
+  assert abs(row["lateral_offset"] - 0.01) < 1e-6 and abs(row["push_height"] - 0.025) < 1e-6
+  assert row["pusher_ahead"] == 0.0 and abs(row["object_moved"] - 0.1) < 1e-6
+  # The pusher passes the block that stays put: half of its near, low steps are on the target's side.
+  past = _push_trace(np.stack([np.linspace(-0.05, 0.05, 11), np.zeros(11)], -1), np.full(11, 0.03),
+                     np.zeros((11, 2)))
+  row = traces.measures("push", *past)[0]
+  assert 0.3 < row["pusher_ahead"] < 0.7 and row["object_moved"] == 0.0
+  # Too high to touch the block: no pushing steps, no push measures.
+  high = _push_trace(np.stack([xs - 0.036, 0 * xs], -1), np.full(11, 0.12), np.zeros((11, 2)))
+  row = traces.measures("push", *high)[0]
+  assert row["pushing_steps"] == 0 and row["lateral_offset"] is None
+  assert traces.summary([row])["lateral_offset"] is None
+
+
+def test_trace_svg_is_well_formed_with_a_panel_per_episode():
+  import xml.etree.ElementTree as ET
+  import numpy as np
+  from vam.eval import traces
+  xs = np.linspace(0.0, 0.1, 11)
+  success, grasp, priv = _push_trace(np.stack([xs - 0.036, 0 * xs], -1), np.full(11, 0.025),
+                                     np.stack([xs, 0 * xs], -1))
+  tr = {a: dict(success=np.repeat(success, 3, 1), grasp=np.repeat(grasp, 3, 1), privileged=np.repeat(priv, 3, 1))
+        for a in ("expert", "policy")}
+  root = ET.fromstring(traces.svg("push", tr, ("expert", "policy"), columns=2))
+  ns = "{http://www.w3.org/2000/svg}"
+  assert len(root.findall(f"{ns}text")) == 3
+  assert len(root.findall(f"{ns}polyline")) == 3 * 2 * 2  # episodes x agents x (gripper, object)
+
+
+@pytest.mark.slow
+def test_traces_cli_replays_the_evaluation_cells_worlds(trained, tmp_path):
+  """`python -m vam.eval.traces` on a trained checkpoint: the expert's trace succeeds where the harness's expert
+  does, and the files carry one row per episode."""
+  from vam.eval import traces
+  out = str(tmp_path / "tr")
+  assert traces.main(["--workdir", trained, "--task", "reach", "--episodes", "2", "--out", out]) == 0
+  with open(os.path.join(out, "traces_arm6_reach.json")) as f:
+    result = json.load(f)
+  assert len(result["policy"]["episodes"]) == len(result["seeds"]) == 2
+  assert result["expert"]["summary"]["success"] == 1.0
+  assert result["expert"]["summary"]["final_error"] < 0.04
+  assert os.path.getsize(os.path.join(out, "traces_arm6_reach.svg")) > 0

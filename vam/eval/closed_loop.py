@@ -25,11 +25,18 @@ from vam.sim import tasks
 EVAL_SEED_BASE = 3_000_000_000  # datasets use seeds below 10^8 (vam/data/rlds.py)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def rollout(env, agent, num_steps: int, record: bool, params, state, instruction, rng):
+def trace_of(env, state) -> dict:
+  """What a trace keeps of each step, batched (B, ...): the grasp point (world, m) and the privileged task state
+  (vam/sim/env.py `privileged_state`: target, object and second object positions, task one-hot)."""
+  return dict(grasp=jax.vmap(env.embodiment.grasp_point)(state.data), privileged=state.obs["privileged"])
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3), static_argnames=("trace",))
+def rollout(env, agent, num_steps: int, record: bool, params, state, instruction, rng, trace: bool = False):
   """Runs `agent` for `num_steps` control steps from the reset batch `state` (B = env.config.num_envs).
 
-  Returns (success (T, B) bool after each step, frames (T + 1, B, H, W, 3) uint8 or None, final state).
+  Returns (success (T, B) bool after each step, frames (T + 1, B, H, W, 3) uint8 or None, final state,
+  trace or None): with `trace`, `trace_of` the reset state and of every step, leaves (T + 1, B, ...).
   """
   k = agent.replan_every
   n_plans = math.ceil(num_steps / k)
@@ -42,7 +49,7 @@ def rollout(env, agent, num_steps: int, record: bool, params, state, instruction
     state = jax.vmap(env.step)(state, action)
     frame = env.render(state)[:, 0]
     history = jnp.concatenate([history[:, 1:], frame[:, None]], axis=1)
-    return (state, history), (state.success, frame if record else None)
+    return (state, history), (state.success, frame if record else None, trace_of(env, state) if trace else None)
 
   def plan_and_execute(carry, i):
     state, history, agent_carry = carry
@@ -50,13 +57,15 @@ def rollout(env, agent, num_steps: int, record: bool, params, state, instruction
     (state, history), out = jax.lax.scan(act_and_step, (state, history), jnp.swapaxes(chunk[:, :k], 0, 1))
     return (state, history, agent_carry), out
 
-  (state, _, _), (success, frames) = jax.lax.scan(plan_and_execute, (state, history, agent.init(state)),
-                                                  jnp.arange(n_plans))
-  success = success.reshape((n_plans * k,) + success.shape[2:])[:num_steps]
+  (final, _, _), (success, frames, steps) = jax.lax.scan(plan_and_execute, (state, history, agent.init(state)),
+                                                         jnp.arange(n_plans))
+  flat = lambda x: x.reshape((n_plans * k,) + x.shape[2:])[:num_steps]
+  success = flat(success)
   if record:
-    frames = frames.reshape((n_plans * k,) + frames.shape[2:])[:num_steps]
-    frames = jnp.concatenate([first[None], frames], axis=0)
-  return success, frames, state
+    frames = jnp.concatenate([first[None], flat(frames)], axis=0)
+  if trace:
+    steps = jax.tree.map(lambda r, x: jnp.concatenate([r[None], flat(x)], axis=0), trace_of(env, state), steps)
+  return success, frames, final, steps
 
 
 def cell_seeds(seed: int, embodiment_index: int, task: str, mode: str, split: str, episodes: int) -> np.ndarray:
@@ -111,7 +120,7 @@ class Runner:
         episode = jax.device_get(state.episode)
         texts = [sim_rollout.instruction(j[1], j[4], episode, b)[0] for b, j in enumerate(padded)]
         instruction = jnp.asarray(np.stack([windows.encode_instruction(t) for t in texts]))
-        success, frames, _ = rollout(self.env, agent, horizon, record, params, state, instruction,
+        success, frames, _, _ = rollout(self.env, agent, horizon, record, params, state, instruction,
                                      jax.random.PRNGKey(rng_seed + start))
         success = np.asarray(success)
         frames = None if frames is None else np.asarray(frames)

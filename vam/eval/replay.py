@@ -81,7 +81,7 @@ def replay(data_dir: str, embodiment: str = "arm6", control: str = "joints", rep
     instruction = jnp.zeros((num_envs, windows.INSTRUCTION_BYTES), jnp.uint8)
     steps = max(tasks.HORIZON[t] for t in tasks.TASKS)  # one compiled program for every batch
     params = dict(chunks=jnp.asarray(stacked), last=last)
-    success, _, _ = closed_loop.rollout(runner.env, agent, steps, False, params, state, instruction,
+    success, _, _, _ = closed_loop.rollout(runner.env, agent, steps, False, params, state, instruction,
                                         jax.random.PRNGKey(0))
     success = np.asarray(success)
     for b, i in enumerate(batch):
