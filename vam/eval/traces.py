@@ -94,9 +94,8 @@ def measures(task: str, success, grasp, privileged) -> list[dict]:
 
 def summary(rows: list[dict]) -> dict:
   """Means of each measure over the episodes that have it (None where none has)."""
-  keys = [k for k in rows[0] if k != "pushing_steps"] + (["pushing_steps"] if "pushing_steps" in rows[0] else [])
   out = {}
-  for k in keys:
+  for k in rows[0]:
     vals = [float(r[k]) for r in rows if r[k] is not None]
     out[k] = float(np.mean(vals)) if vals else None
   return out
