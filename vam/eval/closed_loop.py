@@ -121,7 +121,7 @@ class Runner:
         texts = [sim_rollout.instruction(j[1], j[4], episode, b)[0] for b, j in enumerate(padded)]
         instruction = jnp.asarray(np.stack([windows.encode_instruction(t) for t in texts]))
         success, frames, _, _ = rollout(self.env, agent, horizon, record, params, state, instruction,
-                                     jax.random.PRNGKey(rng_seed + start))
+                                        jax.random.PRNGKey(rng_seed + start))
         success = np.asarray(success)
         frames = None if frames is None else np.asarray(frames)
         for b, (c, task, _, _, s) in enumerate(batch):
