@@ -211,13 +211,40 @@ def test_trace_svg_is_well_formed_with_a_panel_per_episode():
 @pytest.mark.slow
 def test_traces_cli_replays_the_evaluation_cells_worlds(trained, tmp_path):
   """`python -m vam.eval.traces` on a trained checkpoint: the expert's trace succeeds where the harness's expert
-  does, and the files carry one row per episode."""
+  does, and the files carry one row per episode. The policy plans every step, temporally ensembled, at a lower
+  sampling temperature (eval-config keys, as `python -m vam.eval` takes them)."""
   from vam.eval import traces
   out = str(tmp_path / "tr")
-  assert traces.main(["--workdir", trained, "--task", "reach", "--episodes", "2", "--out", out]) == 0
+  assert traces.main(["--workdir", trained, "--task", "reach", "--episodes", "2", "--out", out,
+                      "--config.eval.replan_every=1", "--config.eval.temporal_ensemble=True",
+                      "--config.eval.noise_scale=0.5"]) == 0
   with open(os.path.join(out, "traces_arm6_reach.json")) as f:
     result = json.load(f)
   assert len(result["policy"]["episodes"]) == len(result["seeds"]) == 2
   assert result["expert"]["summary"]["success"] == 1.0
   assert result["expert"]["summary"]["final_error"] < 0.04
   assert os.path.getsize(os.path.join(out, "traces_arm6_reach.svg")) > 0
+
+
+def test_temporal_ensemble_averages_what_each_live_plan_commands_now():
+  """ACT's temporal ensembling: plan j (made j steps ago) contributes its entry j; plans that agree give their
+  common command, the first step has only the newest plan, and plans older than the horizon drop out."""
+  import jax.numpy as jnp
+  import numpy as np
+  from vam.eval import agents
+  b, h, c = 2, 4, 3
+  carry = dict(plans=jnp.zeros((b, h, h, c)), valid=jnp.zeros((b, h), bool))
+  # Plans that agree: the plan made at step t commands 10 * (t + k) for step t + k.
+  for t in range(6):
+    chunk = jnp.broadcast_to(10.0 * (t + jnp.arange(h))[None, :, None], (b, h, c))
+    carry, now = agents.ensemble_step(carry, chunk, 0.5)
+    assert now.shape == (b, 1, c)
+    np.testing.assert_allclose(now, 10.0 * t, rtol=1e-6)
+  assert bool(carry["valid"].all())
+  # Disagreeing plans (plan made at step t commands t everywhere): weights exp(0.5 * age) over the h live plans.
+  carry = dict(plans=jnp.zeros((b, h, h, c)), valid=jnp.zeros((b, h), bool))
+  for t in range(6):
+    carry, now = agents.ensemble_step(carry, jnp.full((b, h, c), float(t)), 0.5)
+  ages = np.arange(h)
+  w = np.exp(0.5 * ages)
+  np.testing.assert_allclose(now[0, 0, 0], np.sum(w * (5 - ages)) / w.sum(), rtol=1e-6)

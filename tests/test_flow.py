@@ -110,3 +110,11 @@ def test_gaussian_velocity_skip_is_the_optimal_linear_velocity():
     x = flow.interpolate(x0, eps, jnp.float32(tau))
     coef = jnp.sum(x * (eps - x0)) / jnp.sum(x * x)
     assert abs(float(coef) - float(flow.gaussian_velocity_skip(jnp.float32(tau)))) < 0.02, tau
+
+
+def test_initial_noise_scale():
+  rng = jax.random.PRNGKey(0)
+  np.testing.assert_allclose(flow.initial_noise(rng, (4, 3), 0.5), 0.5 * jax.random.normal(rng, (4, 3)), rtol=1e-6)
+  assert not np.asarray(flow.initial_noise(rng, (4, 3), 0.0)).any()
+  with pytest.raises(ValueError, match="noise_scale"):
+    flow.initial_noise(rng, (4, 3), -1.0)

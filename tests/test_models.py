@@ -59,6 +59,12 @@ def test_image_baseline_loss_and_sample():
   assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
   out = nnx.jit(lambda m: m.sample(batch, jax.random.PRNGKey(2), num_steps=3))(model)
   assert out.shape == (b, 4, 10)
+  # The sampling temperature: 1 is the default; 0 starts every sample at the origin, so the seed is irrelevant.
+  sample = nnx.jit(lambda m, rng, s: m.sample(batch, rng, num_steps=3, noise_scale=s))
+  np.testing.assert_allclose(sample(model, jax.random.PRNGKey(2), 1.0), out, atol=1e-6)
+  cold = [np.asarray(sample(model, jax.random.PRNGKey(k), 0.0)) for k in (2, 3)]
+  np.testing.assert_allclose(cold[0], cold[1], atol=1e-6)
+  assert float(np.abs(cold[0] - np.asarray(out)).max()) > 1e-4
 
 
 def test_privileged_auxiliary_loss_trains_the_image_encoder():

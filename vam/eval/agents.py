@@ -32,10 +32,15 @@ class Agent:
   control: str = "joints"  # what the chunk's commands are (vam/embodiment.py CONTROLS)
 
 
-def learned(restored, embodiment: str, replan_every: int, sample_steps: int, control: str = "joints") -> Agent:
+def learned(restored, embodiment: str, replan_every: int, sample_steps: int, control: str = "joints",
+            noise_scale: float = 1.0, temporal_ensemble: bool = False, ensemble_decay: float = 0.01) -> Agent:
   """The checkpoint's policy: images + proprio + instruction -> a normalised unified chunk -> this robot's
   commands (`embodiment.native_commands` with the statistics saved in the checkpoint). `control` picks the
-  slot the robot executes: `joints` (joint-target deltas) or `eef` (end-effector pose through differential IK)."""
+  slot the robot executes: `joints` (joint-target deltas) or `eef` (end-effector pose through differential IK);
+  `noise_scale` the action flow's sampling temperature. `temporal_ensemble` (ACT's temporal ensembling; needs
+  `replan_every` = 1): a chunk is planned every step and the executed command is the average of what every
+  chunk still in its horizon commands for this step, weighted exp(ensemble_decay * age) (older plans slightly
+  more, as ACT) -- it averages out the sampling noise of single chunks and the jumps between them."""
   cfg, space, norm = restored.config, restored.space, restored.normalizer
   if embodiment not in norm.action_offset:
     raise ValueError(f"the checkpoint has no normalisation statistics for {embodiment!r} (trained on "
@@ -46,8 +51,12 @@ def learned(restored, embodiment: str, replan_every: int, sample_steps: int, con
   horizon = cfg.data.action_horizon
   if not 1 <= replan_every <= horizon:
     raise ValueError(f"config.eval.replan_every={replan_every} must be in [1, data.action_horizon={horizon}]")
+  if temporal_ensemble and replan_every != 1:
+    raise ValueError(f"config.eval.temporal_ensemble needs config.eval.replan_every=1 (got {replan_every}): "
+                     "it plans a chunk at every step")
   emb_id = space.embodiments.index(embodiment)
   binder = restored.binder
+  width = space.slot(embodiment, control).size
 
   def plan(params, carry, state, frames, instruction, rng):
     native = state.obs["state"]
@@ -57,11 +66,40 @@ def learned(restored, embodiment: str, replan_every: int, sample_steps: int, con
                  action_mask=jnp.ones((b, horizon, space.dim), bool))
     if embodiment in norm.privileged_offset:
       batch["privileged"] = norm.normalize_privileged(embodiment, state.obs["privileged"])
-    chunk = binder(params).sample(batch, rng, sample_steps)
-    return carry, embodiment_lib.native_commands(norm, embodiment, control, chunk, native, state.obs["eef"])
+    chunk = binder(params).sample(batch, rng, sample_steps, noise_scale=noise_scale)
+    commands = embodiment_lib.native_commands(norm, embodiment, control, chunk, native, state.obs["eef"])
+    if not temporal_ensemble:
+      return carry, commands
+    return ensemble_step(carry, commands, ensemble_decay)
 
-  return Agent(f"policy(step {restored.step})", replan_every, cfg.data.context_frames, lambda state: (), plan,
-               control)
+  def init(state):
+    if not temporal_ensemble:
+      return ()
+    b = state.obs["state"].shape[0]
+    return dict(plans=jnp.zeros((b, horizon, horizon, width), jnp.float32), valid=jnp.zeros((b, horizon), bool))
+
+  return Agent(f"policy(step {restored.step})", replan_every, cfg.data.context_frames, init, plan, control)
+
+
+def from_eval_config(restored, embodiment: str, ec) -> Agent:
+  """`learned` with the settings of an evaluation config (`config.eval`, vam/eval/defaults.py)."""
+  return learned(restored, embodiment, ec.replan_every, ec.sample_steps, ec.control, ec.noise_scale,
+                 ec.temporal_ensemble, ec.ensemble_decay)
+
+
+def ensemble_step(carry: dict, commands, decay: float):
+  """Temporal ensembling (ACT), one step. carry: `plans` (B, H, H, C), the chunks planned 0..H-1 steps ago
+  (each from its own planning step on), and `valid` (B, H); commands (B, H, C) the chunk planned now.
+  Returns (carry, (B, 1, C)): the weighted mean of what each valid plan commands for this step (plan j: its
+  entry j), weights exp(decay * j)."""
+  h = commands.shape[1]
+  plans = jnp.concatenate([commands[:, None], carry["plans"][:, :-1]], axis=1)
+  valid = jnp.concatenate([jnp.ones_like(carry["valid"][:, :1]), carry["valid"][:, :-1]], axis=1)
+  ages = jnp.arange(h)
+  now = plans[:, ages, ages]  # (B, H, C): plan j's command for this step
+  w = jnp.where(valid, jnp.exp(decay * ages), 0.0)
+  mean = jnp.einsum("bj,bjc->bc", w, now) / w.sum(axis=1, keepdims=True)
+  return dict(plans=plans, valid=valid), mean[:, None]
 
 
 def expert(env) -> Agent:

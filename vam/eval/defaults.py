@@ -16,6 +16,9 @@ def get(**overrides) -> ml_collections.ConfigDict:
   c.control = "joints"  # the slot robots execute: joints (joint-target deltas) | eef (pose through differential IK)
   c.replan_every = 8  # K: actions of each chunk executed before replanning
   c.sample_steps = 10  # Euler steps of the action flow
+  c.temporal_ensemble = False  # ACT's temporal ensembling of overlapping chunks (needs replan_every = 1)
+  c.ensemble_decay = 0.01  # its weights exp(decay * age of the plan)
+  c.noise_scale = 1.0  # the action flow's starting noise std (a sampling temperature; vam.flow.initial_noise)
   c.seed = 0  # world seeds of the cells (fixed, disjoint from the datasets')
   c.backend = "warp"
   c.videos_per_task = 2  # rollout videos per embodiment and task (a success and a failure when there are both)

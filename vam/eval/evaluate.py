@@ -50,7 +50,7 @@ def evaluate(workdir: str, step: int | None = None, out: str | None = None, over
       runners[key] = closed_loop.Runner(emb, ec.num_envs, restored.image_size, cfg.data.camera, ec.backend)
     runner = runners[key]
     if agent == "policy":
-      a = agents.learned(restored, emb, ec.replan_every, ec.sample_steps, ec.control)
+      a = agents.from_eval_config(restored, emb, ec)
     else:
       a = agents.expert(runner.env) if agent == "expert" else agents.random(runner.env, ec.replan_every)
     t = time.perf_counter()
@@ -71,10 +71,10 @@ def evaluate(workdir: str, step: int | None = None, out: str | None = None, over
   offline_metrics, by_tau_v = {}, {}
   if ec.offline_windows > 0 and agent == "policy":
     offline_metrics = offline.action_error(restored, cfg.data_dir, ec.offline_windows, ec.offline_batch, ec.seed,
-                                           ec.sample_steps)
+                                           ec.sample_steps, noise_scale=ec.noise_scale)
     if cfg.model.name == "vam":
       by_tau_v = offline.action_error_by_tau_v(restored, cfg.data_dir, ec.tau_v_values, ec.offline_windows,
-                                               ec.offline_batch, ec.seed, ec.sample_steps)
+                                               ec.offline_batch, ec.seed, ec.sample_steps, ec.noise_scale)
   evaluation = dict(step=restored.step, agent=agent, config=ec.to_dict(), data_dir=cfg.data_dir, cells=cells,
                     means=report.means(cells), offline=offline_metrics, videos=videos,
                     eval_seconds=time.perf_counter() - t0)

@@ -20,13 +20,14 @@ REFERENCES = ("hold", "last")
 
 
 def action_error(restored, data_dir: str, windows_count: int, batch_size: int, seed: int, sample_steps: int,
-                 tau_v: float | None = None) -> dict:
+                 tau_v: float | None = None, noise_scale: float = 1.0) -> dict:
   """{slot: {rmse_normalised, rmse_native, entries, hold_rmse_*, last_rmse_*}} of sampled chunks on held-out
-  windows. `tau_v`: the inference tau_v of a video-action model (None: its config's)."""
+  windows. `tau_v`: the inference tau_v of a video-action model (None: its config's); `noise_scale`: the
+  action flow's sampling temperature."""
   space = restored.space
   it = restore.heldout_windows(restored, data_dir, batch_size, seed, future_frames=0)
   scale = restored.normalizer.action_scale_table()
-  kwargs = {} if tau_v is None else dict(tau_v=tau_v)
+  kwargs = dict(noise_scale=noise_scale, **({} if tau_v is None else dict(tau_v=tau_v)))
 
   sample = jax.jit(lambda params, batch, rng: restored.binder(params).sample(batch, rng, sample_steps, **kwargs))
   kinds = ("policy",) + REFERENCES
@@ -58,8 +59,8 @@ def action_error(restored, data_dir: str, windows_count: int, batch_size: int, s
 
 
 def action_error_by_tau_v(restored, data_dir: str, taus, windows_count: int, batch_size: int, seed: int,
-                          sample_steps: int) -> dict:
+                          sample_steps: int, noise_scale: float = 1.0) -> dict:
   """A video-action model's offline action error as a function of the inference tau_v (how far the video
   flow is integrated before the decoder reads the hidden states): {tau_v: {slot: errors}}."""
   return {f"{float(t):g}": action_error(restored, data_dir, windows_count, batch_size, seed, sample_steps,
-                                        tau_v=float(t)) for t in taus}
+                                        tau_v=float(t), noise_scale=noise_scale) for t in taus}

@@ -57,7 +57,7 @@ def record(restored, embodiment: str, task: str, episodes: int, mode: str = "eas
   out = dict(seeds=[int(s) for s in seeds], instructions=texts)
   for name in agent_names:
     agent = (agents.expert(runner.env) if name == "expert" else
-             agents.learned(restored, embodiment, ec.replan_every, ec.sample_steps, ec.control))
+             agents.from_eval_config(restored, embodiment, ec))
     success, _, _, trace = closed_loop.rollout(runner.env, agent, tasks.HORIZON[task], False, restored.params,
                                                state, instruction, jax.random.PRNGKey(ec.seed), trace=True)
     trace = jax.device_get(trace)

@@ -66,12 +66,13 @@ class FlowPolicy(nnx.Module):
     aux, metrics = self.auxiliary_loss(batch, features)
     return flow_loss + aux, {"flow_loss": flow_loss, **metrics}
 
-  def sample(self, batch, rng, num_steps=None):
-    """Action chunk (B, H_a, A) by Euler integration from noise (tau 1 -> 0)."""
+  def sample(self, batch, rng, num_steps=None, noise_scale: float = 1.0):
+    """Action chunk (B, H_a, A) by Euler integration from noise (tau 1 -> 0); `noise_scale` is the sampling
+    temperature (`flow.initial_noise`)."""
     cond, cond_mask = self.condition(batch)
-    shape = batch["action_mask"].shape
     velocity = lambda x, tau: self.decoder(x, tau, batch["proprio"], cond, cond_mask=cond_mask)
-    return flow.euler(velocity, jax.random.normal(rng, shape), num_steps or self.cfg.sample_steps)
+    noise = flow.initial_noise(rng, batch["action_mask"].shape, noise_scale)
+    return flow.euler(velocity, noise, num_steps or self.cfg.sample_steps)
 
   def _context(self, batch, tokens):
     """[embodiment token; `tokens`; instruction tokens] and their mask."""

@@ -106,15 +106,15 @@ class VideoActionModel(nnx.Module):
       loss, metrics = loss + aux, dict(metrics, **probe_metrics)
     return loss, metrics
 
-  def sample_actions(self, batch, cond, tau_v, rng, num_steps=None):
-    shape = batch["action_mask"].shape
+  def sample_actions(self, batch, cond, tau_v, rng, num_steps=None, noise_scale: float = 1.0):
     velocity = lambda x, tau: self.decoder(x, tau, batch["proprio"], cond, tau_v=tau_v)
-    return flow.euler(velocity, jax.random.normal(rng, shape), num_steps or self.cfg.sample_steps)
+    noise = flow.initial_noise(rng, batch["action_mask"].shape, noise_scale)
+    return flow.euler(velocity, noise, num_steps or self.cfg.sample_steps)
 
-  def sample(self, batch, rng, num_steps=None, tau_v: float | None = None):
+  def sample(self, batch, rng, num_steps=None, tau_v: float | None = None, noise_scale: float = 1.0):
     """Inference: action chunk (B, H_a, A) from the context frames (no future), instruction, proprio."""
     tau_v = self.cfg.tau_v if tau_v is None else tau_v
     k_video, k_action = jax.random.split(rng)
     hidden = self.video.imagined_hidden_states(batch, k_video, tau_v, self.cfg.layer, self.cfg.video_steps)
     b = hidden.shape[0]
-    return self.sample_actions(batch, self.features(hidden), jnp.full((b,), tau_v), k_action, num_steps)
+    return self.sample_actions(batch, self.features(hidden), jnp.full((b,), tau_v), k_action, num_steps, noise_scale)
