@@ -11,7 +11,11 @@ Measures, for the same scene and expert trajectories:
                     the longest horizon (the previous builder), episodes per second each
   native_physics    mujoco.rollout (C, multi-threaded) replaying the same actions (physics steps/s)
   native_render     mujoco.Renderer (OpenGL via EGL/OSMesa when present) on the same states (images/s)
-and writes ratios warp/native measured side by side, with the machine description.
+  native_env_*      the env with `physics='native'` (vam/sim/native.py: native substeps through a host callback,
+                    MJX kinematics, the same Warp renderer and jnp experts): the expert rollout without and with
+                    frames, and the dataset builder's batches as above
+and writes ratios measured side by side, with the machine description: MJX Warp vs native physics, and the
+dataset builder's episodes/s with native physics vs MJX Warp physics (what `physics='auto'` buys on a CPU).
 """
 
 import argparse
@@ -48,14 +52,16 @@ def main():
   p.add_argument("--repeats", type=int, default=2)
   args = p.parse_args()
 
-  env = env_lib.Env(env_lib.EnvConfig(embodiment=args.embodiment, num_envs=args.batch))
+  env = env_lib.Env(env_lib.EnvConfig(embodiment=args.embodiment, num_envs=args.batch, physics="mjx"))
+  native_env = env_lib.Env(env_lib.EnvConfig(embodiment=args.embodiment, num_envs=args.batch, physics="native"))
   substeps = env.config.substeps
   task_ids = jnp.asarray(np.arange(args.batch) % len(tasks.TASKS), jnp.int32)
   keys = jax.random.split(jax.random.PRNGKey(0), args.batch)
   n_ctrl = args.batch * args.steps
   res = {}
 
-  fixed = lambda render: rollout.rollout(env, keys, task_ids, args.steps, render, segment=args.steps, early_exit=False)
+  fixed = lambda render, e=env: rollout.rollout(e, keys, task_ids, args.steps, render, segment=args.steps,
+                                                early_exit=False)
   t_phys, (first, traj) = _timed(lambda: fixed(False), args.repeats)
   res["warp_physics"] = dict(seconds=t_phys, control_steps_per_s=n_ctrl / t_phys, physics_steps_per_s=n_ctrl * substeps / t_phys)
   t_roll, _ = _timed(lambda: fixed(True), args.repeats)
@@ -102,28 +108,40 @@ def main():
   except Exception as e:  # no GL libraries on this machine: report it, keep the other numbers
     res["native_render"] = dict(error=f"{type(e).__name__}: {e}")
 
+  t_nphys, _ = _timed(lambda: fixed(False, native_env), args.repeats)
+  res["native_env_physics"] = dict(seconds=t_nphys, control_steps_per_s=n_ctrl / t_nphys,
+                                   physics_steps_per_s=n_ctrl * substeps / t_nphys)
+  t_nroll, _ = _timed(lambda: fixed(True, native_env), args.repeats)
+  res["native_env_rollout"] = dict(seconds=t_nroll, frames_per_s=n_ctrl / t_nroll)
+
   # The dataset builder's batches: it sorts episodes by task, so a batch holds one task (reach, then push),
   # recorded with frames; the previous builder ran every batch to the longest horizon of the tasks built.
   horizon = max(tasks.HORIZON[t] for t in ("reach", "push"))
-  t_full = t_early = 0.0
-  steps = {}
-  for name in ("reach", "push"):
-    ids = jnp.full((args.batch,), tasks.TASKS.index(name), jnp.int32)
-    t_full += _timed(lambda: rollout.rollout(env, keys, ids, horizon, True, early_exit=False), 1)[0]
-    t, (_, rec) = _timed(lambda: rollout.rollout(env, keys, ids, horizon, True), 1)
-    t_early += t
-    steps[name] = int(len(rec["action"]))
-  res["dataset_batch"] = dict(full_horizon_seconds=t_full, early_exit_seconds=t_early, early_exit_steps=steps,
-                              horizon=horizon, episodes_per_s_full=2 * args.batch / t_full,
-                              episodes_per_s_early=2 * args.batch / t_early)
+  for key, e in (("dataset_batch", env), ("native_env_dataset_batch", native_env)):
+    t_full = t_early = 0.0
+    steps = {}
+    for name in ("reach", "push"):
+      ids = jnp.full((args.batch,), tasks.TASKS.index(name), jnp.int32)
+      t_full += _timed(lambda: rollout.rollout(e, keys, ids, horizon, True, early_exit=False), 1)[0]
+      t, (_, rec) = _timed(lambda: rollout.rollout(e, keys, ids, horizon, True), 1)
+      t_early += t
+      steps[name] = int(len(rec["action"]))
+    res[key] = dict(full_horizon_seconds=t_full, early_exit_seconds=t_early, early_exit_steps=steps,
+                    horizon=horizon, episodes_per_s_full=2 * args.batch / t_full,
+                    episodes_per_s_early=2 * args.batch / t_early)
 
   ratios = {"warp_vs_native_physics": res["warp_physics"]["physics_steps_per_s"] / res["native_physics"]["physics_steps_per_s"]}
-  ratios["dataset_batch_early_exit_vs_full_horizon"] = t_full / t_early
+  ratios["dataset_batch_early_exit_vs_full_horizon"] = (res["dataset_batch"]["full_horizon_seconds"] /
+                                                        res["dataset_batch"]["early_exit_seconds"])
+  ratios["dataset_batch_native_env_vs_mjx_physics"] = (res["native_env_dataset_batch"]["episodes_per_s_early"] /
+                                                       res["dataset_batch"]["episodes_per_s_early"])
+  ratios["expert_rollout_frames_native_env_vs_mjx_physics"] = (res["native_env_rollout"]["frames_per_s"] /
+                                                               res["warp_rollout"]["frames_per_s"])
   if "images_per_s" in res["native_render"]:
     ratios["warp_vs_native_render"] = res["warp_render"]["images_per_s"] / res["native_render"]["images_per_s"]
   report.write(args.out, "datagen", dict(embodiment=args.embodiment, batch=args.batch, control_steps=args.steps,
                                          substeps=substeps, image_size=list(env.config.image_size),
-                                         backend=env.config.backend), res, ratios)
+                                         backend=env.config.backend, threads=os.cpu_count()), res, ratios)
 
 if __name__ == "__main__":
   main()

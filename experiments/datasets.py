@@ -31,10 +31,12 @@ def get_config(variant=None):
   c.seed = 0
   c.mode = "hard" if variant == "hard" else "easy"
   c.split = "train"  # layout split of the world: train | unseen_positions | unseen_objects | unseen_scene
+  c.push_layout = "adjacent"  # push's zone next to the block (a 9-17 cm push) | any (vam/sim/tasks.py)
   c.tasks = ["reach", "push"] if variant == "quickstart" else list(tasks.TASKS)
   c.image_size = (64, 64)
   c.cameras = ["front"]
   c.backend = "warp"
+  c.physics = "auto"  # native MuJoCo substeps on a CPU (~4x faster builds), MJX on accelerators (vam/sim/native.py)
   c.batch_size = 128  # episodes simulated together (one warp batch; train and val share batches)
   c.only_successful = False  # keep failed expert episodes too (marked in episode_metadata.success)
   # DART-style demonstrations: noise of this std (rad / m) on the executed joint targets of `noisy_fraction` of

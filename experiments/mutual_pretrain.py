@@ -48,5 +48,7 @@ def get_config(variant=None):
   common.privileged_probe(c.model, 1.0)
 
   c.optimizer = common.optimizer(lr=3e-3, warmup_steps=5 if tiny else 100, ema_decay=0.995)
-  c.eval = common.policy_eval(tau_v_values=[0.0, 0.5, 1.0])
+  # Sampling at half the noise std: reach 0.69 / 0.56 -> 0.81 / 0.69 (seeds 0), 0.44 / 0.38 -> 0.56 / 0.44 (seeds 1)
+  # on the same worlds (README "Sampling at inference").
+  c.eval = common.policy_eval(tau_v_values=[0.0, 0.5, 1.0], noise_scale=0.5)
   return c

@@ -23,3 +23,19 @@ def test_expert_success_small_batch(name):
   for t, task in enumerate(tasks.TASKS):
     rate = success[task_ids == t].mean()
     assert rate >= 0.75, f"{name}/{task}: expert success {rate:.2f} on {PER_TASK} episodes"
+
+
+@pytest.mark.parametrize("name", ["arm6", "gantry"])
+def test_push_expert_steers_instead_of_starting_over(name):
+  """The pushing expert re-centres behind the block before it pushes on (experts.PUSH_STEER): its demos are one
+  mode, not a mix of pushes and start-overs (before steering, 39% of arm6 pushes started over at least once)."""
+  n = 12
+  env = env_lib.Env(env_lib.EnvConfig(embodiment=name, num_envs=n))
+  keys = jnp.stack([jax.random.PRNGKey(2000 + i) for i in range(n)])
+  ids = jnp.full((n,), tasks.task_id("push"), jnp.int32)
+  _, traj = rollout.rollout(env, keys, ids, tasks.HORIZON["push"], False)
+  success = np.asarray(traj["success"])
+  first = np.where(success.any(0), success.argmax(0), len(success))
+  restarted = [bool(np.asarray(traj["restart"])[:first[b], b].any()) for b in range(n)]
+  assert success.any(0).mean() >= 11 / 12, f"{name}: push success {success.any(0).mean():.2f}"
+  assert sum(restarted) <= 1, f"{name}: {sum(restarted)} of {n} pushes started over before succeeding"

@@ -14,8 +14,9 @@ STATE_DIM = {"arm6": 7, "gantry": 5, "human_hand": 17}
 
 
 @functools.lru_cache(maxsize=None)
-def make_env(name, backend="warp", num_envs=4, mode="easy"):
-  return env_lib.Env(env_lib.EnvConfig(embodiment=name, backend=backend, num_envs=num_envs, mode=mode))
+def make_env(name, backend="warp", num_envs=4, mode="easy", physics="auto"):
+  return env_lib.Env(env_lib.EnvConfig(embodiment=name, backend=backend, num_envs=num_envs, mode=mode,
+                                       physics=physics))
 
 
 def _reset_and_step(env, n_steps=2):
@@ -70,11 +71,29 @@ def test_hard_mode_randomises_colours_and_table():
 
 
 def test_jax_backend_physics():
-  env = make_env("gantry", backend="jax")
+  env = make_env("gantry", backend="jax", physics="mjx")
   _, state = _reset_and_step(env)
   assert np.isfinite(np.asarray(state.data.qpos)).all()
   with pytest.raises(ValueError, match="no renderer"):
     env.render(state)
+
+
+@pytest.mark.parametrize("name", ["arm6", "human_hand"])
+def test_native_physics_matches_mjx(name):
+  """Native MuJoCo substeps (the CPU default) and MJX Warp's step the same worlds alike: a short motion before
+  contacts make the two engines' round-off diverge agrees to a millimetre; grasp points and object poses follow."""
+  native, mjx_env = make_env(name, physics="native"), make_env(name, physics="mjx")
+  assert native.physics == "native" and mjx_env.physics == "mjx"
+  (_, a), (_, b) = _reset_and_step(native, 3), _reset_and_step(mjx_env, 3)
+  np.testing.assert_allclose(np.asarray(a.data.qpos), np.asarray(b.data.qpos), atol=1e-3)
+  np.testing.assert_allclose(np.asarray(a.data.site_xpos), np.asarray(b.data.site_xpos), atol=1e-3)
+  np.testing.assert_allclose(np.asarray(a.obs["state"]), np.asarray(b.obs["state"]), atol=1e-3)
+  assert np.abs(np.asarray(a.data.qpos) - np.asarray(_reset_and_step(native, 0)[1].data.qpos)).max() > 1e-3  # it moved
+  # One env outside vmap takes the same path.
+  keys = jax.random.split(jax.random.PRNGKey(0), 4)
+  one = jax.jit(native.step)(jax.jit(native.reset)(keys[1], jnp.int32(1)), native._home_action())  # pylint: disable=protected-access
+  np.testing.assert_allclose(np.asarray(one.data.qpos), np.asarray(_reset_and_step(native, 1)[1].data.qpos[1]),
+                             atol=1e-5)
 
 
 def test_unknown_names_list_valid():
@@ -82,6 +101,8 @@ def test_unknown_names_list_valid():
     env_lib.EnvConfig(embodiment="arm7").validate()
   with pytest.raises(ValueError, match="mode"):
     env_lib.EnvConfig(mode="medium").validate()
+  with pytest.raises(ValueError, match=r"physics=.gpu.*native"):
+    env_lib.EnvConfig(physics="gpu").validate()
   with pytest.raises(ValueError, match="valid tasks"):
     tasks.task_id("juggle")
 
@@ -108,3 +129,21 @@ def test_world_splits_hold_out_positions_and_objects(split):
   held_object = np.isin(obj, scene.HELD_OUT_OBJECTS)
   assert in_held_cell.all() if split == "unseen_positions" else not in_held_cell.any()
   assert held_object.all() if split == "unseen_objects" else not held_object.any()
+
+
+def test_push_layouts():
+  """`adjacent` puts push's zone in a grid cell next to the block's (a 9-17 cm push); `any` in any other cell;
+  the other tasks' layouts do not depend on it."""
+  keys = jax.random.split(jax.random.PRNGKey(5), 16)
+  out = {}
+  for layout in tasks.PUSH_LAYOUTS:
+    env = env_lib.Env(env_lib.EnvConfig(embodiment="gantry", num_envs=16, push_layout=layout, mode="hard"))
+    reset = jax.jit(jax.vmap(env.reset))
+    push, reach = (np.asarray(reset(keys, jnp.full((16,), tasks.task_id(t))).obs["privileged"])
+                   for t in ("push", "reach"))
+    out[layout] = np.linalg.norm(push[:, 0:2] - push[:, 3:5], axis=1), reach
+  assert out["adjacent"][0].max() < 0.17 and out["adjacent"][0].min() > 0.08
+  assert out["any"][0].max() > 0.2
+  np.testing.assert_array_equal(out["adjacent"][1], out["any"][1])
+  with pytest.raises(ValueError, match="push_layout"):
+    env_lib.EnvConfig(push_layout="far").validate()

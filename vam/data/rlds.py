@@ -205,7 +205,9 @@ class SimBuilder(tfds.core.GeneratorBasedBuilder):
     from vam.sim import env as env_lib  # pylint: disable=g-import-not-at-top  (heavy: only when building)
     g = self.generation
     return env_lib.Env(env_lib.EnvConfig(
-        embodiment=name, mode=g.mode, split=g.split, backend=g.backend, image_size=tuple(g.image_size),
+        embodiment=name, mode=g.mode, split=g.split, backend=g.backend, physics=g.get("physics", "auto"),
+        push_layout=g.get("push_layout", "any"),
+        image_size=tuple(g.image_size),
         cameras=tuple(g.cameras), num_envs=max(1, -(-num_items // -(-num_items // g.batch_size)))))
 
   def normalization_stats(self) -> dict:

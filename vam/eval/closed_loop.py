@@ -78,10 +78,12 @@ def cell_seeds(seed: int, embodiment_index: int, task: str, mode: str, split: st
 class Runner:
   """Evaluates agents of one embodiment on cells; envs and compiled programs are reused across calls."""
 
-  def __init__(self, embodiment: str, num_envs: int, image_size: int, camera: str, backend: str = "warp"):
+  def __init__(self, embodiment: str, num_envs: int, image_size: int, camera: str, backend: str = "warp",
+               physics: str = "auto", push_layout: str = "adjacent"):
     self.embodiment, self.num_envs = embodiment, num_envs
     make = lambda mode, split: env_lib.Env(env_lib.EnvConfig(
-        embodiment=embodiment, mode=mode, split=split, backend=backend, image_size=(image_size, image_size),
+        embodiment=embodiment, mode=mode, split=split, backend=backend, physics=physics, push_layout=push_layout,
+        image_size=(image_size, image_size),
         cameras=(camera,), num_envs=num_envs))
     self._make = make
     self.env = make("easy", "train")  # steps and renders every cell's episodes

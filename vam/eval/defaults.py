@@ -20,7 +20,9 @@ def get(**overrides) -> ml_collections.ConfigDict:
   c.ensemble_decay = 0.01  # its weights exp(decay * age of the plan)
   c.noise_scale = 1.0  # the action flow's starting noise std (a sampling temperature; vam.flow.initial_noise)
   c.seed = 0  # world seeds of the cells (fixed, disjoint from the datasets')
+  c.push_layout = "adjacent"  # where push's zone is (vam/sim/tasks.py PUSH_LAYOUTS): the training data's layout
   c.backend = "warp"
+  c.physics = "auto"  # who steps the physics (vam/sim/env.py EnvConfig.physics): native on a CPU, MJX elsewhere
   c.videos_per_task = 2  # rollout videos per embodiment and task (a success and a failure when there are both)
   c.offline_windows = 256  # held-out windows for the offline action error (0: skip)
   c.offline_batch = 64

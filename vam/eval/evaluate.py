@@ -45,9 +45,9 @@ def evaluate(workdir: str, step: int | None = None, out: str | None = None, over
   runners = {} if runners is None else runners
   cells, videos = [], []
   for e_index, emb in enumerate(ec.embodiments):
-    key = (emb, ec.num_envs, restored.image_size, cfg.data.camera, ec.backend)
+    key = (emb, ec.num_envs, restored.image_size, cfg.data.camera, ec.backend, ec.physics, ec.push_layout)
     if key not in runners:
-      runners[key] = closed_loop.Runner(emb, ec.num_envs, restored.image_size, cfg.data.camera, ec.backend)
+      runners[key] = closed_loop.Runner(*key)
     runner = runners[key]
     if agent == "policy":
       a = agents.from_eval_config(restored, emb, ec)

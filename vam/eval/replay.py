@@ -64,7 +64,8 @@ def replay(data_dir: str, embodiment: str = "arm6", control: str = "joints", rep
   if not chosen:
     raise ValueError(f"{path} split {split}: no successful {embodiment!r} episode to replay")
   runner = closed_loop.Runner(embodiment, num_envs, int(build["image_size"][0]), build["cameras"][0],
-                              build.get("backend", "warp"))
+                              build.get("backend", "warp"), build.get("physics", "auto"),
+                              build.get("push_layout", "any"))
   agent = replay_agent(normalizer, embodiment, control, replan_every)
   results = {}
   for start in range(0, len(chosen), num_envs):

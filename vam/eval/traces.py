@@ -46,7 +46,8 @@ def record(restored, embodiment: str, task: str, episodes: int, mode: str = "eas
   if embodiment not in ec.embodiments:
     raise ValueError(f"--embodiment={embodiment!r}: config.eval.embodiments is {list(ec.embodiments)}")
   tasks.task_id(task)
-  runner = closed_loop.Runner(embodiment, episodes, restored.image_size, cfg.data.camera, ec.backend)
+  runner = closed_loop.Runner(embodiment, episodes, restored.image_size, cfg.data.camera, ec.backend,
+                              ec.physics, ec.push_layout)
   seeds = closed_loop.cell_seeds(ec.seed, list(ec.embodiments).index(embodiment), task, mode, split, episodes)
   keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
   state = runner.reset(mode, split, keys, jnp.full((episodes,), tasks.task_id(task), jnp.int32))

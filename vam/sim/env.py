@@ -19,7 +19,7 @@ import numpy as np
 from flax import struct
 from mujoco import mjx
 
-from vam.sim import embodiments, palette, scene, tasks
+from vam.sim import embodiments, native, palette, scene, tasks
 from vam.sim.geometry import quat_from_euler_zyx
 
 # XLA's concurrency-optimised CPU scheduler can stall on large vmapped MJX programs.
@@ -34,6 +34,7 @@ except (ImportError, AttributeError):
   pass
 
 BACKENDS = ("warp", "jax")
+PHYSICS = ("auto", "mjx", "native")
 
 
 def privileged_state(task, target, obj_pos, obj2_pos, table_z):
@@ -53,7 +54,11 @@ class EnvConfig:
   embodiment: str = "arm6"
   mode: str = "easy"  # easy | hard
   split: str = "train"  # train | unseen_positions | unseen_objects | unseen_scene
+  push_layout: str = "adjacent"  # push's zone: adjacent | any (vam/sim/tasks.py PUSH_LAYOUTS)
   backend: str = "warp"  # MJX impl: warp | jax
+  # Who steps the physics: `mjx` (the backend's own kernels: accelerators), `native` (MuJoCo's C engine on a
+  # thread pool through a host callback, vam/sim/native.py: ~30x faster on a CPU), `auto` (native on a CPU).
+  physics: str = "auto"
   image_size: tuple[int, int] = (64, 64)  # (width, height)
   cameras: tuple[str, ...] = ("front",)
   timestep: float = 0.01  # physics step (s)
@@ -69,7 +74,9 @@ class EnvConfig:
     check("embodiment", self.embodiment, embodiments.EMBODIMENTS)
     check("mode", self.mode, tasks.MODES)
     check("split", self.split, tasks.SPLITS)
+    check("push_layout", self.push_layout, tasks.PUSH_LAYOUTS)
     check("backend", self.backend, BACKENDS)
+    check("physics", self.physics, PHYSICS)
     for c in self.cameras:
       check("cameras", c, scene.CAMERAS)
     if self.num_envs < 1 or self.substeps < 1:
@@ -119,6 +126,10 @@ class Env:
     self._base_light = jnp.asarray(self.mj_model.light_diffuse)
     self._camera_ids = [mujoco.mj_name2id(self.mj_model, mujoco.mjtObj.mjOBJ_CAMERA, c) for c in config.cameras]
     self._render_ctx = None
+    self.physics = config.physics
+    if self.physics == "auto":
+      self.physics = "native" if jax.default_backend() == "cpu" else "mjx"
+    self._native = native.NativePhysics(self.mj_model, config.substeps) if self.physics == "native" else None
 
   # ------------------------------------------------------------------------------------------------
   @property
@@ -147,7 +158,13 @@ class Env:
     held = jnp.zeros(len(tasks.CELLS), bool).at[tasks.HELD_OUT_CELLS].set(True)
     allowed = held if split == "unseen_positions" else ~held
     obj_cell = jnp.argmin(jnp.where(allowed, u, 2.0))
-    cells = jnp.asarray(tasks.CELLS)[jnp.argsort(u.at[obj_cell].set(-1.0))]
+    order = jnp.argsort(u.at[obj_cell].set(-1.0))  # cell of each role rank
+    if cfg.push_layout == "adjacent":  # push: the zone (rank 3) swaps into a random neighbour of the block's cell
+      zone_cell = jnp.argmin(jnp.where(jnp.asarray(tasks.ADJACENT_CELLS)[obj_cell], u, 2.0))
+      rank = jnp.argmax(order == zone_cell)
+      swapped = order.at[rank].set(order[3]).at[3].set(zone_cell)
+      order = jnp.where(task == 1, swapped, order)
+    cells = jnp.asarray(tasks.CELLS)[order]
     jitter = jax.random.uniform(next(keys), (len(tasks.CELLS), 2), minval=-tasks.CELL_JITTER,
                                 maxval=tasks.CELL_JITTER)
     # roles -> cell rank: 0 obj, 1 obj2, 2 bowl, 3 zone, 4 target, 5-6 distractors
@@ -223,8 +240,26 @@ class Env:
   def step(self, state: State, action: jax.Array) -> State:
     """Applies one native action for `substeps` physics steps (a 10 Hz control step)."""
     data = state.data.replace(ctrl=self.embodiment.ctrl_from_action(action))
-    data = jax.lax.fori_loop(0, self.config.substeps, lambda _, d: mjx.step(self.mx, d), data)
+    if self._native is None:
+      data = jax.lax.fori_loop(0, self.config.substeps, lambda _, d: mjx.step(self.mx, d), data)
+    else:
+      data = self._native_step(data)
     return self._observe(data, state.episode, state.step + 1)
+
+  def _native_step(self, data):
+    """The substeps natively on the host (one callback per control step for a whole vmapped batch), then MJX
+    kinematics: the poses observations, experts and the renderer read."""
+    def host(*arrays):
+      single = arrays[0].ndim == 1  # called outside vmap
+      arrays = [a[None] for a in arrays] if single else arrays
+      out = self._native(*arrays)
+      return tuple(o[0] for o in out) if single else out
+    shapes = tuple(jax.ShapeDtypeStruct(x.shape, jnp.float32) for x in (data.qpos, data.qvel, data.act))
+    qpos, qvel, act = jax.pure_callback(host, shapes, data.qpos, data.qvel, data.act, data.ctrl, data.mocap_pos,
+                                        data.mocap_quat, vmap_method="expand_dims")
+    data = data.replace(qpos=qpos, qvel=qvel, act=act,
+                        time=data.time + self.config.substeps * self.config.timestep)
+    return mjx.kinematics(self.mx, data)
 
   # ------------------------------------------------------------------------------------------------
   def object_pose(self, data, i):
