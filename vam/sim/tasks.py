@@ -37,7 +37,8 @@ HELD_OUT_CELLS = np.array([3, 8])  # (x=-0.17, y=+0.19) and (x=+0.07, y=-0.19)
 CELL_JITTER = 0.025
 # Where push puts the zone: `adjacent` (default) a grid cell next to the block's (a 9-17 cm push, up to four
 # directions), `any` any other cell (12-45 cm, median 24 cm). Measured with the privileged-state policy at 3000
-# steps on `any` pushes: 3 of 6 pushes under 15 cm succeeded, 0 of 10 longer ones (README "Push layout").
+# steps on `any` pushes: 3 of 6 pushes under 15 cm succeeded, 0 of 10 longer ones (README, rung b: "Push: the
+# demonstrations, then the layout").
 PUSH_LAYOUTS = ("adjacent", "any")
 _IX, _IY = np.divmod(np.arange(len(CELLS)), len(GRID_Y))
 ADJACENT_CELLS = (np.abs(_IX[:, None] - _IX[None]) + np.abs(_IY[:, None] - _IY[None])) == 1  # (12, 12) grid neighbours
