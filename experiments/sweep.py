@@ -8,7 +8,8 @@ the driver can be stopped and started again. Results: `OUT/results.json` ({run: 
 offline errors, train seconds}}) and `OUT/results.md` (the table the README quotes).
 
 Sweeps (`SWEEPS`): `recipe` -- what makes image-conditioned flow policies learn at small scale (the README's
-recipe table); `ladder` -- the privileged-state rung.
+recipe table); `ladder` -- the privileged-state rung; `prediction` -- what the action decoder predicts (velocity
+or clean chunk, the loss's space, a plain regressor), on the privileged-state policy.
 """
 
 import argparse
@@ -40,6 +41,14 @@ SWEEPS = {
     },
     "ladder": {
         "state": ("state_policy.py", ["--config.total_steps=3000"]),
+    },
+    "prediction": {  # the decoder's output and the flow loss's space (README "What the decoder predicts")
+        name: ("state_policy.py", ["--config.total_steps=3000", f"--config.model.decoder.prediction={pred}",
+                                   f"--config.model.action_loss={space}", f"--config.model.action_time_sampler={t}"])
+        for name, pred, space, t in (("velocity", "velocity", "velocity", "sqrt"),
+                                     ("x0_velocity_loss", "x0", "velocity", "sqrt"),
+                                     ("x0", "x0", "x0", "sqrt"),
+                                     ("regression", "x0", "x0", "one"))
     },
 }
 

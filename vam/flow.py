@@ -5,7 +5,11 @@
     sampling integrates dx/dtau = v from tau = 1 down to tau = 0 (Euler or Heun).
 
 Time samplers: `logit_normal` (video), `sqrt` (actions: density proportional to sqrt(tau - 0.001) on
-[0.001, 1], pi0's Beta(1.5, 1) schedule in this convention) and `uniform`.
+[0.001, 1], pi0's Beta(1.5, 1) schedule in this convention), `uniform`, and `one` (tau = 1 always: with
+x0 prediction the loss is plain L2 regression of the clean chunk -- a diagnostic, not a generative model).
+
+Prediction targets: a network may output the velocity itself (`velocity`) or the clean data (`x0`), turned
+into a velocity by `velocity_from_x0` so that the loss, the samplers and every caller see one quantity.
 """
 
 from typing import Callable
@@ -14,7 +18,9 @@ import jax
 import jax.numpy as jnp
 
 SQRT_SHIFT = 0.001
-SAMPLERS = ("logit_normal", "sqrt", "uniform")
+SAMPLERS = ("logit_normal", "sqrt", "uniform", "one")
+PREDICTIONS = ("velocity", "x0")
+X0_MIN_TAU = 0.05  # velocity_from_x0 divides by max(tau, this): bounds the loss weight on x0 errors at 400
 
 
 def sample_time(rng, shape, kind: str = "uniform", *, mean: float = 0.0, std: float = 1.0) -> jax.Array:
@@ -27,6 +33,8 @@ def sample_time(rng, shape, kind: str = "uniform", *, mean: float = 0.0, std: fl
     return SQRT_SHIFT + (1.0 - SQRT_SHIFT) * u ** (2.0 / 3.0)
   if kind == "uniform":
     return jax.random.uniform(rng, shape)
+  if kind == "one":
+    return jnp.ones(shape)
   raise ValueError(f"unknown flow time sampler {kind!r}; valid: {list(SAMPLERS)}")
 
 
@@ -44,9 +52,41 @@ def target_velocity(x0, eps):
   return eps - x0
 
 
-def loss(v_pred, x0, eps, mask=None):
-  """Masked mean squared error against u = eps - x0. `mask` broadcasts to x0 (1 = valid)."""
+def velocity_from_x0(x_tau, x0_pred, tau):
+  """The velocity (x_tau - x0) / tau implied by a clean-data prediction (x0_pred, x_tau (B, ...), tau (B,)).
+
+  With this parameterisation the velocity loss weighs x0 errors by 1 / tau^2 (capped by X0_MIN_TAU): at
+  tau = 1 it is plain regression of the clean data, and a zero-initialised output starts at the data's mean
+  (0 for standardised data) instead of at zero velocity."""
+  return (x_tau - x0_pred) / jnp.maximum(_expand(tau, x_tau), X0_MIN_TAU)
+
+
+LOSS_SPACES = ("velocity", "x0")
+
+
+def sample_weight(tau, space: str = "velocity"):
+  """Per-sample loss weight (B,) that puts the velocity loss in `space`: 1 (velocity), or max(tau,
+  X0_MIN_TAU)^2, which turns the velocity error of an x0-predicting network back into its x0 error (the same
+  optimum, the emphasis moved to high noise, where a chunk's mean is decided)."""
+  if space == "velocity":
+    return jnp.ones_like(tau)
+  if space == "x0":
+    return jnp.square(jnp.maximum(tau, X0_MIN_TAU))
+  raise ValueError(f"unknown flow loss space {space!r} (config.model.action_loss); valid: {list(LOSS_SPACES)}")
+
+
+def sampling_steps(sampler: str, num_steps: int) -> int:
+  """Euler steps for a model trained with time sampler `sampler`: one trained at tau = 1 only (`one`, a
+  regressor) knows no other time, so it takes a single step whatever `num_steps` asks."""
+  return 1 if sampler == "one" else num_steps
+
+
+def loss(v_pred, x0, eps, mask=None, weight=None):
+  """Masked mean squared error against u = eps - x0. `mask` broadcasts to x0 (1 = valid); `weight` (B,) scales
+  each sample's error (`sample_weight`)."""
   err = jnp.square(v_pred - target_velocity(x0, eps))
+  if weight is not None:
+    err = err * _expand(weight, err)
   if mask is None:
     return jnp.mean(err)
   mask = jnp.broadcast_to(mask, err.shape).astype(err.dtype)

@@ -5,7 +5,8 @@ plus learned absolute positions. Each block: cross-attention to the conditioning
 self-attention over the sequence -> MLP, each with adaLN shift/scale/gate (gates start at zero)
 and QK-RMSNorm. Time conditioning fuses tau_a and (for the VAM) tau_v: their sinusoidal embeddings
 pass through MLPs and a low-rank bilinear term; with `global_cond` the mean conditioning token is added to it
-(FiLM by the observation, as in Diffusion Policy's U-Net). The output is the velocity of the action tokens.
+(FiLM by the observation, as in Diffusion Policy's U-Net). The output is the velocity of the action tokens,
+predicted directly or implied by a prediction of the clean chunk (`prediction`, `vam.flow.velocity_from_x0`).
 """
 
 import dataclasses
@@ -14,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from vam import flow
 from vam.models import layers
 
 
@@ -33,6 +35,13 @@ class DecoderConfig:
   # observations then steer every layer from the first step, not only through cross-attention.
   global_cond: bool = False
   gate_init: float = 0.0  # adaLN gates at initialisation: 0 = adaLN-zero (DiT), 1 = open residual branches
+  # What the output layer predicts (vam.flow.PREDICTIONS): the velocity, or the clean chunk turned into the
+  # velocity it implies (the decoder returns a velocity either way).
+  prediction: str = "velocity"
+
+  def __post_init__(self):
+    if self.prediction not in flow.PREDICTIONS:
+      raise ValueError(f"config.model.decoder.prediction={self.prediction!r}; valid: {list(flow.PREDICTIONS)}")
 
 
 class Block(nnx.Module):
@@ -93,4 +102,5 @@ class ActionDecoder(nnx.Module):
     for block in self.blocks:
       x = block(x, cond, cond_mask, c)
     shift, scale, _ = self.final_ada(c)
-    return self.out(layers.modulate(self.final_norm(x), shift, scale))[:, 1:]
+    out = self.out(layers.modulate(self.final_norm(x), shift, scale))[:, 1:]
+    return flow.velocity_from_x0(noisy_actions, out, tau_a) if cfg.prediction == "x0" else out

@@ -26,6 +26,7 @@ class PolicyConfig:
   decoder: action_decoder.DecoderConfig
   proprio_dropout: float = 0.2
   action_time_sampler: str = "sqrt"
+  action_loss: str = "velocity"  # vam.flow.LOSS_SPACES: the space the flow loss is measured in
   sample_steps: int = 10
   use_text: bool = True  # the state policy may read the task from its one-hot instead
   privileged_dim: int = 0  # width of the privileged state (StatePolicy's input; ImageBaseline's auxiliary target)
@@ -62,7 +63,7 @@ class FlowPolicy(nnx.Module):
     cond, cond_mask = self._context(batch, features)
     v = self.decoder(flow.interpolate(x0, eps, tau), tau, batch["proprio"], cond, cond_mask=cond_mask,
                      proprio_dropped=dropped)
-    flow_loss = flow.loss(v, x0, eps, mask)
+    flow_loss = flow.loss(v, x0, eps, mask, flow.sample_weight(tau, self.cfg.action_loss))
     aux, metrics = self.auxiliary_loss(batch, features)
     return flow_loss + aux, {"flow_loss": flow_loss, **metrics}
 
@@ -72,7 +73,8 @@ class FlowPolicy(nnx.Module):
     cond, cond_mask = self.condition(batch)
     velocity = lambda x, tau: self.decoder(x, tau, batch["proprio"], cond, cond_mask=cond_mask)
     noise = flow.initial_noise(rng, batch["action_mask"].shape, noise_scale)
-    return flow.euler(velocity, noise, num_steps or self.cfg.sample_steps)
+    steps = flow.sampling_steps(self.cfg.action_time_sampler, num_steps or self.cfg.sample_steps)
+    return flow.euler(velocity, noise, steps)
 
   def _context(self, batch, tokens):
     """[embodiment token; `tokens`; instruction tokens] and their mask."""
@@ -153,7 +155,8 @@ def from_config(model_cfg, *, action_dim: int, proprio_dim: int, horizon: int, f
   dec = action_decoder.DecoderConfig(**dict(model_cfg.decoder), action_dim=action_dim, proprio_dim=proprio_dim,
                                      horizon=horizon, cond_dim=enc.width)
   cfg = PolicyConfig(enc, dec, proprio_dropout=model_cfg.proprio_dropout,
-                     action_time_sampler=model_cfg.action_time_sampler, sample_steps=model_cfg.sample_steps,
+                     action_time_sampler=model_cfg.action_time_sampler,
+                     action_loss=model_cfg.get("action_loss", "velocity"), sample_steps=model_cfg.sample_steps,
                      use_text=model_cfg.get("use_text", True), privileged_dim=model_cfg.get("privileged_dim", 0),
                      privileged_aux=model_cfg.get("privileged_aux", 0.0))
   return POLICIES[model_cfg.name](cfg, rngs=rngs)

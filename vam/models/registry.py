@@ -87,6 +87,7 @@ def _factory(config, action_dim: int, num_embodiments: int, image_size: int):
                                      horizon=d.action_horizon, cond_dim=video.dit.width)
   cfg = vam.VamConfig(video=video, decoder=dec, layer=m.layer, tau_v_sampler=m.tau_v_sampler,
                       proprio_dropout=m.proprio_dropout, action_time_sampler=m.action_time_sampler,
+                      action_loss=m.get("action_loss", "velocity"),
                       sample_steps=m.sample_steps, tau_v=m.tau_v, video_steps=m.video_steps,
                       mapped_weight=m.mapped_weight, tau_v_inference_fraction=m.get("tau_v_inference_fraction", 0.0),
                       feature_mlp=m.get("feature_mlp", False), privileged_dim=m.get("privileged_dim", 0),

@@ -37,6 +37,7 @@ class VamConfig:
   tau_v_sampler: str = "uniform"  # training distribution of tau_v (vam.flow.sample_time)
   proprio_dropout: float = 0.2
   action_time_sampler: str = "sqrt"
+  action_loss: str = "velocity"  # vam.flow.LOSS_SPACES: the space the flow loss is measured in
   sample_steps: int = 10  # action Euler steps at inference
   tau_v: float = 1.0  # inference: integrate the video flow down to this tau_v (1: no video integration)
   video_steps: int = 4  # inference: Euler steps of the video flow from 1 to tau_v (when tau_v < 1)
@@ -97,8 +98,9 @@ class VideoActionModel(nnx.Module):
     dropped = jax.random.bernoulli(k_drop, self.cfg.proprio_dropout, (b,))
     v = self.decoder(flow.interpolate(x0, eps, tau_a), tau_a, batch["proprio"], cond, tau_v=tau_v,
                      proprio_dropped=dropped)
-    own_loss = flow.loss(v, x0, eps, mask & ~mapped)
-    mapped_loss = flow.loss(v, x0, eps, mapped)
+    weight = flow.sample_weight(tau_a, self.cfg.action_loss)
+    own_loss = flow.loss(v, x0, eps, mask & ~mapped, weight)
+    mapped_loss = flow.loss(v, x0, eps, mapped, weight)
     loss = own_loss + self.cfg.mapped_weight * mapped_loss
     metrics = {"own_action_loss": own_loss, "mapped_action_loss": mapped_loss}
     if self.probe is not None:  # shapes the trainable feature layers (the video model stays frozen)
@@ -109,7 +111,8 @@ class VideoActionModel(nnx.Module):
   def sample_actions(self, batch, cond, tau_v, rng, num_steps=None, noise_scale: float = 1.0):
     velocity = lambda x, tau: self.decoder(x, tau, batch["proprio"], cond, tau_v=tau_v)
     noise = flow.initial_noise(rng, batch["action_mask"].shape, noise_scale)
-    return flow.euler(velocity, noise, num_steps or self.cfg.sample_steps)
+    return flow.euler(velocity, noise, flow.sampling_steps(self.cfg.action_time_sampler,
+                                                           num_steps or self.cfg.sample_steps))
 
   def sample(self, batch, rng, num_steps=None, tau_v: float | None = None, noise_scale: float = 1.0):
     """Inference: action chunk (B, H_a, A) from the context frames (no future), instruction, proprio."""
