@@ -91,11 +91,13 @@ def vam_model(tiny: bool, video_workdir: str = "out/demo/video") -> ml_collectio
   return m
 
 
-def privileged_probe(model: ml_collections.ConfigDict, weight: float) -> None:
+def privileged_probe(model: ml_collections.ConfigDict, weight: float, feed: bool = False) -> None:
   """Sets the auxiliary privileged-state probe of `config.model` (vam/models/layers.py `PrivilegedProbe`):
-  training regresses the simulator's task state from the observation features with this loss weight."""
+  training regresses the simulator's task state from the observation features with this loss weight; with
+  `feed` the decoder also reads the probe's estimate (one token; the true state is never read at inference)."""
   model.privileged_dim = tasks.PRIVILEGED_DIM
   model.privileged_aux = weight
+  model.privileged_feed = feed
 
 
 def policy_eval(**overrides) -> ml_collections.ConfigDict:

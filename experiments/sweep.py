@@ -9,7 +9,8 @@ offline errors, train seconds}}) and `OUT/results.md` (the table the README quot
 
 Sweeps (`SWEEPS`): `recipe` -- what makes image-conditioned flow policies learn at small scale (the README's
 recipe table); `ladder` -- the privileged-state rung; `prediction` -- what the action decoder predicts (velocity
-or clean chunk, the loss's space, a plain regressor), on the privileged-state policy.
+or clean chunk, the loss's space, a plain regressor), on the privileged-state policy; `feed` -- the image
+baseline with the privileged probe's state estimate fed to its decoder (README "What the features know").
 """
 
 import argparse
@@ -50,6 +51,12 @@ SWEEPS = {
                                      ("x0", "x0", "x0", "sqrt"),
                                      ("regression", "x0", "x0", "one"))
     },
+    "feed": {  # README "What the features know about the task"
+        "baseline": ("quickstart.py", IMAGE),
+        "feed": ("quickstart.py", IMAGE + ["--config.model.privileged_feed=True"]),
+        "feed_x0": ("quickstart.py", IMAGE + ["--config.model.privileged_feed=True",
+                                              "--config.model.decoder.prediction=x0", "--config.model.action_loss=x0"]),
+    },
 }
 
 
@@ -67,6 +74,8 @@ def summarize(report: dict) -> dict:
                                                                       episodes=c["episodes"]) for c in ev["cells"]})
   out["offline"] = {k: {m: round(v[m], 4) for m in ("rmse_native", "hold_rmse_native", "last_rmse_native") if m in v}
                     for k, v in ev.get("offline", {}).items() if k.endswith("_joints")}
+  if ev.get("state_estimate"):
+    out["state_estimate_m"] = {k: round(v["error_m"], 4) for k, v in ev["state_estimate"].items()}
   return out
 
 

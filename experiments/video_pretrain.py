@@ -20,6 +20,7 @@ import ml_collections
 import common
 
 from vam.eval import defaults as eval_defaults
+from vam.sim import tasks
 
 VARIANTS = ("quickstart", "tiny", "small", "base")
 DIT = dict(  # width, depth, heads
@@ -67,6 +68,11 @@ def get_config(variant=None):
   c.model.sample_steps = 20  # Euler steps when sampling future frames
   c.model.predict_residual = True  # the flow models (future - last context latent) / its calibrated RMS
   c.model.velocity_skip = True  # velocity = best context-free velocity of standardised data + the DiT's output
+  # Privileged-state supervision of the hidden states the VAM reads (simulated data only; off by default):
+  # vam/models/video_model.py, README "What the features know about the task".
+  c.model.privileged_dim = tasks.PRIVILEGED_DIM
+  c.model.privileged_aux = 0.0
+  c.model.privileged_layer = 2 if tiny else 3  # = the VAM's config.model.layer (experiments/common.py vam_model)
 
   c.optimizer = common.optimizer(lr=1e-3 if tiny else 5e-4, warmup_steps=5 if tiny else 100)
   c.eval = eval_defaults.get(video_clips=16 if tiny else 64, video_batch=8 if tiny else 16,

@@ -80,6 +80,10 @@ def test_eval_restores_in_a_separate_process_and_writes_the_report(trained, tmp_
   offline = ev["offline"]["arm6_joints"]
   assert offline["entries"] > 0 and offline["rmse_native"] > 0
   assert offline["hold_rmse_native"] > 0 and offline["last_rmse_native"] > 0  # the references beside it
+  # The tiny baseline's privileged-state probe: how far from the true target and object it puts them.
+  assert set(ev["state_estimate"]) == {"target", "object"}
+  assert all(v["error_m"] > 0 and v["mean_error_m"] > 0 and v["windows"] == 16 for v in ev["state_estimate"].values())
+  assert "held-out state estimate" in proc.stdout
   assert len(ev["videos"]) == 2 and all(os.path.getsize(v["path"]) > 1000 for v in ev["videos"])
   assert all(("success" in v["label"]) != ("failure" in v["label"]) for v in ev["videos"])
   assert "<table>" in open(os.path.join(out, "report.html")).read()

@@ -94,6 +94,35 @@ def test_privileged_auxiliary_loss_trains_the_image_encoder():
     policies.ImageBaseline(policies.PolicyConfig(enc, dec, privileged_aux=1.0), rngs=nnx.Rngs(0))
 
 
+def test_privileged_feed_gives_the_decoder_the_estimate_not_the_state():
+  """`privileged_feed`: the decoder reads one more token, the probe's estimate of the state from the images; the
+  action loss does not train the estimator (its gradient stops at the estimate), sampling never reads the true
+  state, and a feed without a probe is refused."""
+  from vam.models import encoders, policies
+  enc = encoders.EncoderConfig(kind="conv", width=16, image_size=32, frames=1, channels=(8, 16), groups=4,
+                               keypoints=4, text_len=16)
+  # Gates open at initialisation (adaLN-zero would give the memory no gradient at step 0).
+  dec = action_decoder.DecoderConfig(action_dim=6, proprio_dim=3, horizon=2, cond_dim=16, width=16, depth=1, heads=2,
+                                     gate_init=0.5)
+  b = 2
+  batch = dict(images=jax.random.randint(jax.random.PRNGKey(0), (b, 1, 32, 32, 3), 0, 255).astype(jnp.uint8),
+               instruction=jnp.zeros((b, 16), jnp.uint8), embodiment_id=jnp.array([0, 1]), proprio=jnp.ones((b, 3)),
+               actions=jnp.ones((b, 2, 6)), action_mask=jnp.ones((b, 2, 6), bool), privileged=jnp.ones((b, 5)))
+  cfg = lambda **kw: policies.PolicyConfig(enc, dec, privileged_dim=5, privileged_aux=1.0, **kw)
+  plain, fed = (policies.ImageBaseline(cfg(privileged_feed=f), rngs=nnx.Rngs(0)) for f in (False, True))
+  (c0, _), (c1, _) = (nnx.jit(lambda m: m.condition(batch))(m) for m in (plain, fed))
+  assert c1.shape[1] == c0.shape[1] + 1
+  # As after a few steps: the zero-initialised output layer would give nothing upstream a gradient.
+  fed.decoder.out.kernel.value = 0.1 * jax.random.normal(jax.random.PRNGKey(3), fed.decoder.out.kernel.value.shape)
+  flow_grad = nnx.jit(nnx.grad(lambda m: m.loss(batch, jax.random.PRNGKey(1))[1]["flow_loss"]))(fed)
+  biggest = lambda tree: max(float(jnp.abs(x).max()) for x in jax.tree.leaves(tree))
+  assert biggest(flow_grad["probe"]["head"]) == 0.0 and biggest(flow_grad["probe"]["feed_in"]) > 0
+  no_state = {k: v for k, v in batch.items() if k != "privileged"}
+  assert nnx.jit(lambda m: m.sample(no_state, jax.random.PRNGKey(2), num_steps=2))(fed).shape == (b, 2, 6)
+  with np.testing.assert_raises(ValueError):
+    policies.ImageBaseline(policies.PolicyConfig(enc, dec, privileged_dim=5, privileged_feed=True), rngs=nnx.Rngs(0))
+
+
 def test_conv_encoder_readouts_and_random_shift():
   from vam.models import encoders
   images = jax.random.randint(jax.random.PRNGKey(0), (2, 2, 32, 32, 3), 0, 255).astype(jnp.uint8)

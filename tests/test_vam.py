@@ -132,6 +132,9 @@ def test_vam_inference_by_tau_v_and_finetuning(stage2, tmp_path):
   restored = restore.load(stage2["vam"])
   errors = offline.action_error_by_tau_v(restored, stage2["data"], [0.5, 1.0], 8, 8, 0, 2)
   assert set(errors) == {"0.5", "1"} and all(np.isfinite(e["arm6_joints"]["rmse_native"]) for e in errors.values())
+  # The probe on the decoder's feature layers locates the task from the imagined hidden states alone.
+  estimate = offline.state_estimate_error(restored, stage2["data"], 8, 8, 0)
+  assert set(estimate) == {"target", "object"} and all(np.isfinite(v["error_m"]) for v in estimate.values())
   # Fine-tuning the pretrained VAM on one demo of arm6, and the scratch ablation on the same frozen video model.
   ft = str(tmp_path / "ft")
   train_lib.train(experiment_config("finetune.py:tiny", data_dir=stage2["data"], init_from=stage2["vam"],
@@ -146,6 +149,22 @@ def test_vam_inference_by_tau_v_and_finetuning(stage2, tmp_path):
       "model.layer": 1, "model.decoder": "{'width': 32, 'depth': 1, 'heads': 2, 'mlp_ratio': 4, 'time_dim': 32, "
                                           "'bilinear_rank': 4}"}), scratch)
   assert checkpoints.restore_params(scratch)[2] == 2
+
+
+@pytest.mark.slow
+def test_feature_probe_of_the_frozen_video_model(stage2):
+  """`vam.eval.feature_probe`: a probe trained on a frozen video model's hidden states (of the video run, and of
+  the VAM's copy) fits the privileged state and reports held-out distances beside the training mean's."""
+  from vam.eval import feature_probe, restore  # pylint: disable=g-import-not-at-top
+  for workdir in (stage2["video"], stage2["vam"]):
+    restored = restore.load(workdir)
+    restored.config.data.mixture = {"sim_robot": 1.0}
+    r = feature_probe.probe_layer(restored, stage2["data"], 1, "attention", steps=40, batch_size=8, lr=3e-3,
+                                  windows_count=8)
+    assert r["train_mse"] < 0.7 * r["first_train_mse"], r
+    assert all(r[p]["windows"] == 8 and 0 < r[p]["error_m"] and 0 < r[p]["mean_error_m"] for p in ("target", "object"))
+  with pytest.raises(ValueError, match="readout"):
+    feature_probe.FeatureProbe(4, 8, 3, "max", rngs=feature_probe.nnx.Rngs(0))
 
 
 @pytest.mark.slow

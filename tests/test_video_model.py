@@ -65,7 +65,8 @@ def test_hidden_states_of_layer_k_equal_a_full_pass(scan):
   # The full pass, recording the hidden states after every block through the same code path.
   original = video_dit.VideoDiT._run_blocks
 
-  def recording(self, x, cond, text_, text_mask, rope, count):
+  def recording(self, x, cond, text_, text_mask, rope, count, start=0):
+    assert start == 0
     for k in range(count + 1):
       seen[k] = original(self, x, cond, text_, text_mask, rope, k)
     return seen[count]
@@ -79,6 +80,10 @@ def test_hidden_states_of_layer_k_equal_a_full_pass(scan):
     h = dit(ctx, fut, tau, words, mask, emb, layer=k)
     np.testing.assert_allclose(h, seen[k].reshape(h.shape), atol=1e-5)
   assert not np.allclose(dit(ctx, fut, tau, words, mask, emb, layer=1), dit(ctx, fut, tau, words, mask, emb, layer=2))
+  # One pass giving the velocity and the hidden states after block 2 (stage 1's privileged probe reads them).
+  v, h2 = dit(ctx, fut, tau, words, mask, emb, also_hidden=2)
+  np.testing.assert_allclose(v, dit(ctx, fut, tau, words, mask, emb), atol=1e-5)
+  np.testing.assert_allclose(h2, dit(ctx, fut, tau, words, mask, emb, layer=2), atol=1e-5)
   with pytest.raises(ValueError, match="layer=4"):
     dit(ctx, fut, tau, words, mask, emb, layer=4)
 
@@ -206,6 +211,26 @@ def test_video_model_learns_and_samples():
   assert h.shape == (4, 3 * 16, 32)
   per_example = nnx.jit(lambda m: m.loss_at(batch, jnp.full((4,), 0.5), jnp.zeros((4, 1, 8, 8, 4))))(model)
   assert per_example.shape == (4,)
+
+
+def test_privileged_probe_of_the_video_model():
+  """Stage 1's privileged probe: the loss adds the probe's error on the hidden states after block
+  `privileged_layer`, whose gradient reaches the DiT blocks up to that one; a layer outside the DiT is refused."""
+  batch = {k: jnp.asarray(v) for k, v in _video_batch().items()}
+  batch["privileged"] = jax.random.normal(jax.random.PRNGKey(0), (4, 5))
+  cfg = dataclasses.replace(_video_cfg(), privileged_aux=2.0, privileged_dim=5, privileged_layer=2)
+  model = video_model.VideoModel(cfg, rngs=nnx.Rngs(0))
+  loss, metrics = nnx.jit(lambda m: m.loss(batch, jax.random.PRNGKey(1)))(model)
+  np.testing.assert_allclose(float(loss), float(metrics["flow_loss"]) + 2.0 * float(metrics["privileged_mse"]),
+                             rtol=1e-5)
+  plain = video_model.VideoModel(_video_cfg(), rngs=nnx.Rngs(0))
+  np.testing.assert_allclose(float(metrics["flow_loss"]),
+                             float(nnx.jit(lambda m: m.loss(batch, jax.random.PRNGKey(1))[0])(plain)), rtol=1e-5)
+  probe_grad = nnx.jit(nnx.grad(lambda m: m.loss(batch, jax.random.PRNGKey(1))[1]["privileged_mse"]))(model)
+  block = lambda i: max(float(jnp.abs(x).max()) for x in jax.tree.leaves(probe_grad["dit"]["blocks"][i]))
+  assert block(0) > 0 and block(2) == 0.0  # blocks 1-2 shape what the VAM reads; block 3 is past it
+  with pytest.raises(ValueError, match="privileged_layer"):
+    video_model.VideoModel(dataclasses.replace(cfg, privileged_layer=4), rngs=nnx.Rngs(0))
 
 
 def test_registry_builds_every_model():

@@ -55,6 +55,8 @@ def compare(runs: dict) -> dict:
   return dict(runs={n: dict(workdir=os.path.abspath(w), step=evals[n]["step"]) for n, w in runs.items()},
               tasks=tasks, modes=modes, success=table, episodes=episodes,
               offline={n: {s: v["rmse_native"] for s, v in e.get("offline", {}).items()} for n, e in evals.items()},
+              state_estimate_m={n: {p: v["error_m"] for p, v in e["state_estimate"].items()}
+                                for n, e in evals.items() if e.get("state_estimate")},
               offline_by_tau_v={n: {t: {s: v["rmse_native"] for s, v in slots.items()}
                                     for t, slots in e["offline_by_tau_v"].items()}
                                 for n, e in evals.items() if e.get("offline_by_tau_v")})
@@ -66,6 +68,10 @@ def markdown(c: dict) -> str:
   lines = ["| run, embodiment | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
   for name, row in c["success"].items():
     lines.append(f"| {name} | " + " | ".join(fmt(row.get(k)) for k in cols) + " |")
+  for name, parts in c.get("state_estimate_m", {}).items():
+    lines.append("")
+    lines.append(f"{name}: held-out state estimate (probe), mean distance: " +
+                 ", ".join(f"{p} {v * 100:.1f} cm" for p, v in parts.items()))
   for name, curve in c["offline_by_tau_v"].items():
     slots = sorted({s for errs in curve.values() for s in errs if s.endswith("_joints")})
     for slot in slots:

@@ -68,16 +68,20 @@ def evaluate(workdir: str, step: int | None = None, out: str | None = None, over
         path = report.write_video(r["frames"][i], os.path.join(out, "videos", name), ok, r["instructions"][i])
         videos.append(dict(path=path, label=f"{emb} {task} ({r['mode']}/{r['split']}): "
                                              f"{'success' if ok else 'failure'}: {r['instructions'][i]}"))
-  offline_metrics, by_tau_v = {}, {}
+  offline_metrics, by_tau_v, state_estimate = {}, {}, {}
   if ec.offline_windows > 0 and agent == "policy":
     offline_metrics = offline.action_error(restored, cfg.data_dir, ec.offline_windows, ec.offline_batch, ec.seed,
                                            ec.sample_steps, noise_scale=ec.noise_scale)
+    state_estimate = offline.state_estimate_error(restored, cfg.data_dir, ec.offline_windows, ec.offline_batch,
+                                                  ec.seed)
     if cfg.model.name == "vam":
       by_tau_v = offline.action_error_by_tau_v(restored, cfg.data_dir, ec.tau_v_values, ec.offline_windows,
                                                ec.offline_batch, ec.seed, ec.sample_steps, ec.noise_scale)
   evaluation = dict(step=restored.step, agent=agent, config=ec.to_dict(), data_dir=cfg.data_dir, cells=cells,
                     means=report.means(cells), offline=offline_metrics, videos=videos,
                     eval_seconds=time.perf_counter() - t0)
+  if state_estimate:
+    evaluation["state_estimate"] = state_estimate
   if by_tau_v:
     evaluation["offline_by_tau_v"] = by_tau_v
     evaluation["model"] = dict(layer=cfg.model.layer, tau_v=cfg.model.tau_v)

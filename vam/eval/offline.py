@@ -17,6 +17,8 @@ from vam.eval import restore
 INFERENCE_KEYS = ("images", "instruction", "embodiment_id", "proprio", "action_mask")
 OPTIONAL_KEYS = ("privileged",)
 REFERENCES = ("hold", "last")
+# The privileged state's position blocks (vam/sim/env.py `privileged_state`) the state-estimate error reports.
+STATE_PARTS = {"target": slice(0, 3), "object": slice(3, 6)}
 
 
 def action_error(restored, data_dir: str, windows_count: int, batch_size: int, seed: int, sample_steps: int,
@@ -64,3 +66,30 @@ def action_error_by_tau_v(restored, data_dir: str, taus, windows_count: int, bat
   flow is integrated before the decoder reads the hidden states): {tau_v: {slot: errors}}."""
   return {f"{float(t):g}": action_error(restored, data_dir, windows_count, batch_size, seed, sample_steps,
                                         tau_v=float(t), noise_scale=noise_scale) for t in taus}
+
+
+def state_estimate_error(restored, data_dir: str, windows_count: int, batch_size: int, seed: int) -> dict:
+  """How well a policy's privileged-state probe locates the task from held-out frames alone:
+  {part: {error_m, mean_error_m, windows}}, the mean distance (metres) between the estimated and the true
+  position of the target and of the manipulated object, beside the same distance of the training mean (what
+  an estimator that ignores the image reads). {} for a model without a probe or data without the state."""
+  if restored.config.model.get("privileged_aux", 0.0) <= 0:
+    return {}
+  it = restore.heldout_windows(restored, data_dir, batch_size, seed, future_frames=0)
+  estimate = jax.jit(lambda params, batch: restored.binder(params).estimate_state(batch))
+  scales = {n: np.asarray(restored.normalizer.privileged_scale[n]) for n in restored.normalizer.privileged_scale}
+  dist = {part: [0.0, 0.0] for part in STATE_PARTS}
+  n = 0
+  for _ in range(max(1, windows_count // batch_size)):
+    batch = next(it)
+    if "privileged" not in batch:
+      return {}
+    inputs = {k: jnp.asarray(batch[k]) for k in INFERENCE_KEYS if k in batch}
+    names = [restored.space.embodiments[int(e)] for e in batch["embodiment_id"]]
+    scale = np.stack([scales[name] for name in names])  # (B, P): standardised -> metres
+    err = (np.asarray(estimate(restored.params, inputs)) - batch["privileged"]) * scale
+    for part, sl in STATE_PARTS.items():
+      dist[part][0] += float(np.linalg.norm(err[:, sl], axis=-1).sum())
+      dist[part][1] += float(np.linalg.norm((batch["privileged"] * scale)[:, sl], axis=-1).sum())
+    n += len(names)
+  return {part: dict(error_m=a / n, mean_error_m=b / n, windows=n) for part, (a, b) in dist.items()}

@@ -191,8 +191,17 @@ def _policy_html(latest: dict, report: dict) -> list[str]:
     parts.append("<h2>Offline action error on held-out episodes (RMSE): the policy, and the references 'hold "
                  "still' and 'repeat the last action'</h2><table><tr><th>slot</th><th>normalised</th><th>hold</th>"
                  f"<th>last</th><th>native</th><th>hold</th><th>last</th><th>entries</th></tr>{rows}</table>")
+  if latest.get("state_estimate"):
+    parts.append(f"<p>{html.escape(state_estimate_line(latest['state_estimate']))}</p>")
   parts.append(_tau_v_plot(latest))
   return parts
+
+
+def state_estimate_line(estimate: dict) -> str:
+  """One line: how far (held out, mean distance) the privileged-state probe puts the target and the object."""
+  return "held-out state estimate (probe), mean distance: " + ", ".join(
+      f"{part} {v['error_m'] * 100:.1f} cm (training mean {v['mean_error_m'] * 100:.1f} cm)"
+      for part, v in estimate.items())
 
 
 def _tau_v_plot(evaluation: dict) -> str:
@@ -245,6 +254,8 @@ def text_table(evaluation: dict) -> str:
     if slot.endswith("_joints") and "hold_rmse_native" in v:
       lines.append(f"offline {slot} RMSE (native): policy {v['rmse_native']:.4f}, hold still "
                    f"{v['hold_rmse_native']:.4f}, repeat last {v['last_rmse_native']:.4f}")
+  if evaluation.get("state_estimate"):
+    lines.append(state_estimate_line(evaluation["state_estimate"]))
   curve = tau_v_curve(evaluation)
   if curve:
     lines.append("offline action RMSE (normalised) by inference tau_v: " +

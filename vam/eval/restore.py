@@ -71,9 +71,10 @@ def load(workdir: str, step: int | None = None, overrides=()) -> Restored:
                   model=binder(params), params=params, binder=binder)
 
 
-def heldout_windows(restored: Restored, data_dir: str, batch_size: int, seed: int, future_frames: int | None = None):
-  """Iterator of fixed, deterministic batches of val-split windows shaped as the checkpoint's config says
-  (`future_frames` overrides H_f, e.g. 0 for policies' action error)."""
+def heldout_windows(restored: Restored, data_dir: str, batch_size: int, seed: int, future_frames: int | None = None,
+                    split: str = "val"):
+  """Iterator of fixed, deterministic batches of `split` windows (default: the held-out val split) shaped as the
+  checkpoint's config says (`future_frames` overrides H_f, e.g. 0 for policies' action error)."""
   cfg = restored.config
   d = cfg.data
   spec = windows.WindowSpec(context_frames=d.context_frames,
@@ -82,6 +83,6 @@ def heldout_windows(restored: Restored, data_dir: str, batch_size: int, seed: in
                             temporal_factor=registry.temporal_factor(cfg), references=True,
                             pad=d.get("pad", "repeat"))
   entries = pipeline.entries_from_config(data_dir, d)
-  loader = pipeline.InputPipeline(entries, spec, restored.space, split="val", camera=d.camera, norm_mode=d.norm_mode,
+  loader = pipeline.InputPipeline(entries, spec, restored.space, split=split, camera=d.camera, norm_mode=d.norm_mode,
                                   normalizer=restored.normalizer)
   return iter(loader.dataset(batch_size, seed=seed, shard_index=0, shard_count=1, prefetch_buffer=0))

@@ -170,18 +170,32 @@ def modulate(x, shift, scale):
 
 
 class PrivilegedProbe(nnx.Module):
-  """Auxiliary privileged-state supervision of observation features (training only; no policy reads the state):
-  the simulator's task state (target and object positions, task one-hot; standardised) regressed from the
-  tokens (B, M, D) by a per-token MLP averaged over tokens. It tells the features which few pixels matter,
-  which a few hundred demonstrations alone do not (README "The recipe")."""
+  """Auxiliary privileged-state supervision of observation features: the simulator's task state (target and
+  object positions, task one-hot; standardised) regressed from the tokens (B, M, D) by a per-token MLP averaged
+  over tokens. It tells the features which few pixels matter, which a few hundred demonstrations alone do not
+  (README "The recipe"). The true state is read in training only; with `feed`, the probe's *estimate* (no
+  gradient from the action loss, so it stays an estimator) becomes one more decoder token, embedded as the
+  state policy embeds the true state: the decoder then reads what the state policy reads, estimated from pixels."""
 
-  def __init__(self, width: int, privileged_dim: int, weight: float, *, rngs: nnx.Rngs):
+  def __init__(self, width: int, privileged_dim: int, weight: float, *, feed: bool = False, rngs: nnx.Rngs):
     if privileged_dim <= 0:
       raise ValueError("config.model.privileged_aux > 0 needs config.model.privileged_dim > 0")
     self.weight = weight
     self.head = Mlp(width, width, privileged_dim, rngs=rngs)
+    self.feed_in = Mlp(privileged_dim, width, width, rngs=rngs) if feed else None
+
+  def estimate(self, features):
+    """(B, M, D) tokens -> (B, P) the standardised task state they imply."""
+    return self.head(features).mean(axis=1)
+
+  def with_estimate(self, features):
+    """(B, M, D) -> (B, M + 1, D) with the embedded state estimate appended; `features` unchanged without feed."""
+    if self.feed_in is None:
+      return features
+    token = self.feed_in(jax.lax.stop_gradient(self.estimate(features)))[:, None]
+    return jnp.concatenate([features, token], axis=1)
 
   def __call__(self, features, privileged):
     """-> (weighted loss, {"privileged_mse": mean squared error}) against privileged (B, P)."""
-    mse = jnp.mean(jnp.square(self.head(features).mean(axis=1) - privileged))
+    mse = jnp.mean(jnp.square(self.estimate(features) - privileged))
     return self.weight * mse, {"privileged_mse": mse}

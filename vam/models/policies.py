@@ -31,6 +31,7 @@ class PolicyConfig:
   use_text: bool = True  # the state policy may read the task from its one-hot instead
   privileged_dim: int = 0  # width of the privileged state (StatePolicy's input; ImageBaseline's auxiliary target)
   privileged_aux: float = 0.0  # ImageBaseline: weight of predicting the privileged state from the image features
+  privileged_feed: bool = False  # ImageBaseline: the decoder also reads the probe's state estimate (one token)
 
 
 class FlowPolicy(nnx.Module):
@@ -76,8 +77,18 @@ class FlowPolicy(nnx.Module):
     steps = flow.sampling_steps(self.cfg.action_time_sampler, num_steps or self.cfg.sample_steps)
     return flow.euler(velocity, noise, steps)
 
+  def estimate_state(self, batch):
+    """The privileged-state probe's estimate (B, P), standardised, from the observation alone."""
+    probe = getattr(self, "probe", None)
+    if probe is None:
+      raise ValueError("this policy has no privileged-state probe (config.model.privileged_aux = 0)")
+    return probe.estimate(self.features(batch))
+
   def _context(self, batch, tokens):
-    """[embodiment token; `tokens`; instruction tokens] and their mask."""
+    """[embodiment token; `tokens` (+ the probe's state estimate); instruction tokens] and their mask."""
+    probe = getattr(self, "probe", None)
+    if probe is not None:
+      tokens = probe.with_estimate(tokens)
     b = tokens.shape[0]
     parts = [self.embodiment(batch["embodiment_id"])[:, None], tokens]
     masks = [jnp.ones((b, 1 + tokens.shape[1]), bool)]
@@ -97,7 +108,10 @@ class ImageBaseline(FlowPolicy):
     self.text = text.InstructionEncoder(encoders.text_config(cfg.encoder), rngs=rngs)
     self.embodiment = nnx.Embed(cfg.encoder.num_embodiments, cfg.encoder.width, rngs=rngs)
     self.decoder = action_decoder.ActionDecoder(cfg.decoder, rngs=rngs)
-    self.probe = (layers.PrivilegedProbe(cfg.encoder.width, cfg.privileged_dim, cfg.privileged_aux, rngs=rngs)
+    if cfg.privileged_feed and cfg.privileged_aux <= 0:
+      raise ValueError("config.model.privileged_feed needs config.model.privileged_aux > 0 (the probe it reads)")
+    self.probe = (layers.PrivilegedProbe(cfg.encoder.width, cfg.privileged_dim, cfg.privileged_aux,
+                                         feed=cfg.privileged_feed, rngs=rngs)
                   if cfg.privileged_aux > 0 else None)
 
   def features(self, batch, rng=None):
@@ -158,7 +172,8 @@ def from_config(model_cfg, *, action_dim: int, proprio_dim: int, horizon: int, f
                      action_time_sampler=model_cfg.action_time_sampler,
                      action_loss=model_cfg.get("action_loss", "velocity"), sample_steps=model_cfg.sample_steps,
                      use_text=model_cfg.get("use_text", True), privileged_dim=model_cfg.get("privileged_dim", 0),
-                     privileged_aux=model_cfg.get("privileged_aux", 0.0))
+                     privileged_aux=model_cfg.get("privileged_aux", 0.0),
+                     privileged_feed=model_cfg.get("privileged_feed", False))
   return POLICIES[model_cfg.name](cfg, rngs=rngs)
 
 

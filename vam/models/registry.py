@@ -57,7 +57,10 @@ def video_config(config, image_size: int, num_embodiments: int) -> video_model.V
   return video_model.VideoModelConfig(autoencoder=ae, text=txt, dit=dit, context_frames=d.context_frames,
                                       future_frames=d.future_frames, time_sampler=m.time_sampler,
                                       time_mean=m.time_mean, time_std=m.time_std, time_uniform=m.time_uniform, sample_steps=m.sample_steps,
-                                      predict_residual=m.predict_residual, velocity_skip=m.velocity_skip)
+                                      predict_residual=m.predict_residual, velocity_skip=m.velocity_skip,
+                                      privileged_aux=m.get("privileged_aux", 0.0),
+                                      privileged_dim=m.get("privileged_dim", 0),
+                                      privileged_layer=m.get("privileged_layer", 0))
 
 
 def factory(config, action_dim: int, num_embodiments: int, image_size: int):
@@ -91,7 +94,8 @@ def _factory(config, action_dim: int, num_embodiments: int, image_size: int):
                       sample_steps=m.sample_steps, tau_v=m.tau_v, video_steps=m.video_steps,
                       mapped_weight=m.mapped_weight, tau_v_inference_fraction=m.get("tau_v_inference_fraction", 0.0),
                       feature_mlp=m.get("feature_mlp", False), privileged_dim=m.get("privileged_dim", 0),
-                      privileged_aux=m.get("privileged_aux", 0.0))
+                      privileged_aux=m.get("privileged_aux", 0.0),
+                      privileged_feed=m.get("privileged_feed", False))
   return functools.partial(vam.VideoActionModel, cfg)
 
 
@@ -104,7 +108,7 @@ def input_keys(config) -> tuple[str, ...]:
     return ("images",)
   video_keys = video_model.LATENT_KEYS if config.data.get("use_latents", False) else video_model.PIXEL_KEYS
   if name != "vam":
-    return video_keys
+    return video_keys + (("privileged",) if policies.reads_privileged_aux(config.model) else ())
   return video_keys + vam.ACTION_KEYS + (("privileged",) if policies.reads_privileged_aux(config.model) else ())
 
 

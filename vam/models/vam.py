@@ -48,6 +48,7 @@ class VamConfig:
   feature_mlp: bool = False  # a trainable per-token MLP on the video features before the decoder reads them
   privileged_dim: int = 0  # width of the privileged state (the auxiliary probe's target)
   privileged_aux: float = 0.0  # weight of predicting the privileged state from the decoder's features
+  privileged_feed: bool = False  # the decoder also reads the probe's state estimate (one more memory token)
 
 
 class VideoActionModel(nnx.Module):
@@ -70,7 +71,10 @@ class VideoActionModel(nnx.Module):
     # linearly, and what a small frozen model's tokens know about a 3-pixel ball is not linear in them.
     self.feature_mlp = layers.Mlp(width, 2 * width, width, rngs=rngs) if cfg.feature_mlp else None
     self.decoder = action_decoder.ActionDecoder(cfg.decoder, rngs=rngs)
-    self.probe = (layers.PrivilegedProbe(width, cfg.privileged_dim, cfg.privileged_aux, rngs=rngs)
+    if cfg.privileged_feed and cfg.privileged_aux <= 0:
+      raise ValueError("config.model.privileged_feed needs config.model.privileged_aux > 0 (the probe it reads)")
+    self.probe = (layers.PrivilegedProbe(width, cfg.privileged_dim, cfg.privileged_aux, feed=cfg.privileged_feed,
+                                         rngs=rngs)
                   if cfg.privileged_aux > 0 else None)
 
   def features(self, hidden):
@@ -96,7 +100,7 @@ class VideoActionModel(nnx.Module):
     tau_a = flow.sample_time(k_a, (b,), self.cfg.action_time_sampler)
     eps = jax.random.normal(k_eps, x0.shape, x0.dtype)
     dropped = jax.random.bernoulli(k_drop, self.cfg.proprio_dropout, (b,))
-    v = self.decoder(flow.interpolate(x0, eps, tau_a), tau_a, batch["proprio"], cond, tau_v=tau_v,
+    v = self.decoder(flow.interpolate(x0, eps, tau_a), tau_a, batch["proprio"], self.memory(cond), tau_v=tau_v,
                      proprio_dropped=dropped)
     weight = flow.sample_weight(tau_a, self.cfg.action_loss)
     own_loss = flow.loss(v, x0, eps, mask & ~mapped, weight)
@@ -108,11 +112,26 @@ class VideoActionModel(nnx.Module):
       loss, metrics = loss + aux, dict(metrics, **probe_metrics)
     return loss, metrics
 
+  def memory(self, features):
+    """The decoder's cross-attention memory: the features (B, N, D), plus the probe's state estimate (feed)."""
+    return features if self.probe is None else self.probe.with_estimate(features)
+
   def sample_actions(self, batch, cond, tau_v, rng, num_steps=None, noise_scale: float = 1.0):
+    cond = self.memory(cond)
     velocity = lambda x, tau: self.decoder(x, tau, batch["proprio"], cond, tau_v=tau_v)
     noise = flow.initial_noise(rng, batch["action_mask"].shape, noise_scale)
     return flow.euler(velocity, noise, flow.sampling_steps(self.cfg.action_time_sampler,
                                                            num_steps or self.cfg.sample_steps))
+
+  def estimate_state(self, batch, rng=None, tau_v: float | None = None):
+    """The privileged-state probe's estimate (B, P), standardised, from the context frames (as `sample` reads
+    them: the video flow imagined down to `tau_v`)."""
+    if self.probe is None:
+      raise ValueError("this model has no privileged-state probe (config.model.privileged_aux = 0)")
+    tau_v = self.cfg.tau_v if tau_v is None else tau_v
+    rng = jax.random.PRNGKey(0) if rng is None else rng
+    hidden = self.video.imagined_hidden_states(batch, rng, tau_v, self.cfg.layer, self.cfg.video_steps)
+    return self.probe.estimate(self.features(hidden))
 
   def sample(self, batch, rng, num_steps=None, tau_v: float | None = None, noise_scale: float = 1.0):
     """Inference: action chunk (B, H_a, A) from the context frames (no future), instruction, proprio."""

@@ -125,26 +125,30 @@ class VideoDiT(nnx.Module):
     return layers.rope_3d(positions, self.cfg.width // self.cfg.heads)
 
   # ---- blocks ----
-  def _run_blocks(self, x, cond, text, text_mask, rope, count: int):
-    """The first `count` blocks over x (B, F, P, D)."""
+  def _run_blocks(self, x, cond, text, text_mask, rope, count: int, start: int = 0):
+    """Blocks start+1 .. count (1-based) over x (B, F, P, D)."""
     def apply(graphdef, params, x):
       x = partitioning.constrain(x, ("batch", None, "sequence", "act_embed"))  # tokens over `sequence`
       return nnx.merge(graphdef, params)(x, cond, text, text_mask, rope)
     apply = layers.remat(apply, self.cfg.remat, static_argnums=(0,))
+    if count <= start:
+      return x
     if self.cfg.scan_layers:
       graphdef, params = nnx.split(self.blocks)
-      first = jax.tree.map(lambda p: p[:count], params)
-      x, _ = jax.lax.scan(lambda x, p: (apply(graphdef, p, x), None), x, first)
+      chosen = jax.tree.map(lambda p: p[start:count], params)
+      x, _ = jax.lax.scan(lambda x, p: (apply(graphdef, p, x), None), x, chosen)
       return x
-    for block in list(self.blocks)[:count]:
+    for block in list(self.blocks)[start:count]:
       graphdef, params = nnx.split(block)
       x = apply(graphdef, params, x)
     return x
 
-  def __call__(self, context, noisy_future, tau, text, text_mask, embodiment_id, layer: int | None = None):
+  def __call__(self, context, noisy_future, tau, text, text_mask, embodiment_id, layer: int | None = None,
+               also_hidden: int | None = None):
     """context (B, H_o, h, w, C) clean; noisy_future (B, H_f, h, w, C) at tau (B,); text (B, L, Dt) with
     text_mask (B, L); embodiment_id (B,). Returns the velocity (B, H_f, h, w, C), or with `layer=k` the
-    hidden states after block k (B, (H_o + H_f) * P, D)."""
+    hidden states after block k (B, (H_o + H_f) * P, D); with `also_hidden=k`, (velocity, those hidden states)
+    from the one forward pass."""
     cfg = self.cfg
     if layer is not None and not 0 <= layer <= cfg.depth:
       raise ValueError(f"layer={layer}: the video DiT has blocks 1..{cfg.depth} (0: the embedded tokens)")
@@ -154,9 +158,16 @@ class VideoDiT(nnx.Module):
     frame_tau = jnp.concatenate([jnp.zeros((b, h_o)), jnp.broadcast_to(tau[:, None], (b, h_f))], axis=1)
     temb = layers.timestep_embedding(frame_tau.reshape(-1), cfg.time_dim).reshape(b, h_o + h_f, -1)
     cond = self.time(temb) + self.embodiment(embodiment_id)[:, None]  # (B, F, D)
-    x = self._run_blocks(x, cond, text, text_mask, self.rope(h_o + h_f), cfg.depth if layer is None else layer)
+    rope = self.rope(h_o + h_f)
     if layer is not None:
-      return x.reshape(b, -1, cfg.width)
+      return self._run_blocks(x, cond, text, text_mask, rope, layer).reshape(b, -1, cfg.width)
+    hidden = None
+    if also_hidden is not None:
+      if not 0 <= also_hidden <= cfg.depth:
+        raise ValueError(f"also_hidden={also_hidden}: the video DiT has blocks 1..{cfg.depth} (0: embedded tokens)")
+      x = self._run_blocks(x, cond, text, text_mask, rope, also_hidden)
+      hidden = x.reshape(b, -1, cfg.width)
+    x = self._run_blocks(x, cond, text, text_mask, rope, cfg.depth, start=also_hidden or 0)
     shift, scale = jnp.split(self.final_ada(jax.nn.silu(cond))[:, :, None, :], 2, axis=-1)
-    out = self.patch_out(layers.modulate(self.final_norm(x), shift, scale))
-    return self.unpatchify(out[:, h_o:])
+    out = self.unpatchify(self.patch_out(layers.modulate(self.final_norm(x), shift, scale))[:, h_o:])
+    return out if also_hidden is None else (out, hidden)

@@ -24,6 +24,7 @@ from flax import nnx
 
 from vam import flow
 from vam.models import autoencoder as autoencoder_lib
+from vam.models import layers
 from vam.models import text as text_lib
 from vam.models import video_dit
 
@@ -46,6 +47,12 @@ class VideoModelConfig:
   sample_steps: int = 20
   predict_residual: bool = True  # flow on (future - last context latent) / residual_std
   velocity_skip: bool = True  # v = c(tau) x_tau + DiT output (flow.gaussian_velocity_skip)
+  # Privileged-state supervision of stage 1 (simulated data only; training only): the hidden states after DiT
+  # block `privileged_layer` (the block the VAM reads) regress the simulator's task state with this weight, so
+  # that where the target and the object are is easy to read from them (README "What the features know").
+  privileged_aux: float = 0.0
+  privileged_dim: int = 0
+  privileged_layer: int = 0
 
 
 def psnr(pred, target, mask=None):
@@ -71,6 +78,10 @@ class VideoModel(nnx.Module):
     self.residual_std = nnx.Param(jnp.ones((c,)))
     self.text = text_lib.InstructionEncoder(cfg.text, rngs=rngs)
     self.dit = video_dit.VideoDiT(cfg.dit, rngs=rngs)
+    if cfg.privileged_aux > 0 and not 1 <= cfg.privileged_layer <= cfg.dit.depth:
+      raise ValueError(f"config.model.privileged_layer={cfg.privileged_layer} must be in [1, {cfg.dit.depth}]")
+    self.probe = (layers.PrivilegedProbe(cfg.dit.width, cfg.privileged_dim, cfg.privileged_aux, rngs=rngs)
+                  if cfg.privileged_aux > 0 else None)
 
   # ---- latents ----
   def encode(self, video):
@@ -121,11 +132,13 @@ class VideoModel(nnx.Module):
     words, mask = self.text(batch["instruction"])
     return words, mask
 
-  def velocity(self, context, noisy_future, tau, words, word_mask, embodiment_id):
-    v = self.dit(context, noisy_future, tau, words, word_mask, embodiment_id)
+  def velocity(self, context, noisy_future, tau, words, word_mask, embodiment_id, also_hidden: int | None = None):
+    """The flow's velocity (B, H_f, h, w, C); with `also_hidden=k`, (velocity, hidden states after block k)."""
+    out = self.dit(context, noisy_future, tau, words, word_mask, embodiment_id, also_hidden=also_hidden)
+    v, hidden = (out, None) if also_hidden is None else out
     if self.cfg.velocity_skip:  # the DiT learns the correction to the best context-free velocity
       v = v + flow.gaussian_velocity_skip(tau)[:, None, None, None, None] * noisy_future
-    return v
+    return v if also_hidden is None else (v, hidden)
 
   def flow_data(self, batch):
     """What every flow computation starts from: context latents (B, H_o, h, w, C), the flow's clean data x0
@@ -144,10 +157,17 @@ class VideoModel(nnx.Module):
     k_u, k_pick = jax.random.split(jax.random.fold_in(k_t, 1))
     tau = jnp.where(jax.random.uniform(k_pick, (b,)) < self.cfg.time_uniform, jax.random.uniform(k_u, (b,)), tau)
     eps = jax.random.normal(k_eps, x0.shape, x0.dtype)
-    v = self.velocity(context, flow.interpolate(x0, eps, tau), tau, words, word_mask, batch["embodiment_id"])
+    x_tau = flow.interpolate(x0, eps, tau)
     mask = batch["future_mask"][:, :, None, None, None]
+    if self.probe is None:
+      v = self.velocity(context, x_tau, tau, words, word_mask, batch["embodiment_id"])
+      loss = flow.loss(v, x0, eps, mask)
+      return loss, {"flow_loss": loss}
+    v, hidden = self.velocity(context, x_tau, tau, words, word_mask, batch["embodiment_id"],
+                              also_hidden=self.cfg.privileged_layer)
     loss = flow.loss(v, x0, eps, mask)
-    return loss, {"flow_loss": loss}
+    aux, metrics = self.probe(hidden, batch["privileged"])
+    return loss + aux, {"flow_loss": loss, **metrics}
 
   def loss_at(self, batch, tau, eps):
     """Per-example flow loss (B,) at given times tau (B,) and noise eps (B, H_f, h, w, C): low-variance
