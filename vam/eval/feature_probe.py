@@ -109,19 +109,13 @@ def probe_layer(restored, data_dir: str, layer: int | str, readout: str, steps: 
     batch = next(train_it)
   losses = np.asarray(jax.device_get(losses))
   tail = max(1, steps // 10)  # training MSE: the first and the last tenth of the steps
-  scales = {n: np.asarray(v) for n, v in restored.normalizer.privileged_scale.items()}
-  dist, n = {part: [0.0, 0.0] for part in offline.STATE_PARTS}, 0
+  tally = offline.StateDistances(restored)
   val_it = restore.heldout_windows(restored, data_dir, batch_size, seed)
   estimate = nnx.jit(lambda p, h: p(h))
   for _ in range(max(1, windows_count // batch_size)):
     b = next(val_it)
-    scale = np.stack([scales[restored.space.embodiments[int(e)]] for e in b["embodiment_id"]])
-    err = (np.asarray(estimate(probe, hidden(inputs(b)))) - b["privileged"]) * scale
-    for part, sl in offline.STATE_PARTS.items():
-      dist[part][0] += float(np.linalg.norm(err[:, sl], axis=-1).sum())
-      dist[part][1] += float(np.linalg.norm((b["privileged"] * scale)[:, sl], axis=-1).sum())
-    n += len(b["embodiment_id"])
-  out = {part: dict(error_m=a / n, mean_error_m=c / n, windows=n) for part, (a, c) in dist.items()}
+    tally.add(np.asarray(estimate(probe, hidden(inputs(b)))), b)
+  out = tally.result()
   return dict(out, first_train_mse=float(losses[:tail].mean()), train_mse=float(losses[-tail:].mean()),
               seconds=time.perf_counter() - t0)
 

@@ -77,19 +77,35 @@ def state_estimate_error(restored, data_dir: str, windows_count: int, batch_size
     return {}
   it = restore.heldout_windows(restored, data_dir, batch_size, seed, future_frames=0)
   estimate = jax.jit(lambda params, batch: restored.binder(params).estimate_state(batch))
-  scales = {n: np.asarray(restored.normalizer.privileged_scale[n]) for n in restored.normalizer.privileged_scale}
-  dist = {part: [0.0, 0.0] for part in STATE_PARTS}
-  n = 0
+  tally = StateDistances(restored)
   for _ in range(max(1, windows_count // batch_size)):
     batch = next(it)
     if "privileged" not in batch:
       return {}
     inputs = {k: jnp.asarray(batch[k]) for k in INFERENCE_KEYS if k in batch}
-    names = [restored.space.embodiments[int(e)] for e in batch["embodiment_id"]]
-    scale = np.stack([scales[name] for name in names])  # (B, P): standardised -> metres
-    err = (np.asarray(estimate(restored.params, inputs)) - batch["privileged"]) * scale
+    tally.add(np.asarray(estimate(restored.params, inputs)), batch)
+  return tally.result()
+
+
+class StateDistances:
+  """Accumulates, over batches of windows, the distance (metres) of standardised state estimates from the
+  windows' true `privileged` state, per `STATE_PARTS` block, beside the training mean's distance."""
+
+  def __init__(self, restored):
+    self.names = restored.space.embodiments
+    self.scales = {n: np.asarray(v) for n, v in restored.normalizer.privileged_scale.items()}
+    self.sums = {part: [0.0, 0.0] for part in STATE_PARTS}
+    self.count = 0
+
+  def add(self, estimate, batch) -> None:
+    """estimate (B, P) standardised; batch with `privileged` (B, P) and `embodiment_id` (B,)."""
+    scale = np.stack([self.scales[self.names[int(e)]] for e in batch["embodiment_id"]])  # -> metres
+    err, true = (estimate - batch["privileged"]) * scale, batch["privileged"] * scale
     for part, sl in STATE_PARTS.items():
-      dist[part][0] += float(np.linalg.norm(err[:, sl], axis=-1).sum())
-      dist[part][1] += float(np.linalg.norm((batch["privileged"] * scale)[:, sl], axis=-1).sum())
-    n += len(names)
-  return {part: dict(error_m=a / n, mean_error_m=b / n, windows=n) for part, (a, b) in dist.items()}
+      self.sums[part][0] += float(np.linalg.norm(err[:, sl], axis=-1).sum())
+      self.sums[part][1] += float(np.linalg.norm(true[:, sl], axis=-1).sum())
+    self.count += len(scale)
+
+  def result(self) -> dict:
+    n = max(self.count, 1)
+    return {part: dict(error_m=a / n, mean_error_m=b / n, windows=self.count) for part, (a, b) in self.sums.items()}
