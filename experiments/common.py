@@ -80,6 +80,7 @@ def vam_model(tiny: bool, video_workdir: str = "out/demo/video") -> ml_collectio
   m.tau_v_sampler = "uniform"  # training distribution of tau_v (independent of tau_a)
   m.tau_v_inference_fraction = 0.5  # ... except this fraction of samples, trained at the inference tau_v
   m.feature_mlp = True  # a trainable per-token MLP on the frozen video features (README "Recipe")
+  m.keypoints = 0  # spatial-softmax keypoints per frame over the feature grid, as more decoder tokens (0: off)
   privileged_probe(m, 0.0)
   m.proprio_dropout = 0.2
   m.action_time_sampler = "sqrt"

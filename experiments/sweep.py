@@ -10,7 +10,9 @@ offline errors, train seconds}}) and `OUT/results.md` (the table the README quot
 Sweeps (`SWEEPS`): `recipe` -- what makes image-conditioned flow policies learn at small scale (the README's
 recipe table); `ladder` -- the privileged-state rung; `prediction` -- what the action decoder predicts (velocity
 or clean chunk, the loss's space, a plain regressor), on the privileged-state policy; `feed` -- the image
-baseline with the privileged probe's state estimate fed to its decoder (README "What the features know").
+baseline with the privileged probe's state estimate fed to its decoder (README "What the features know");
+`vam_readout` -- how the VAM's decoder reads the frozen video features (cross-attention over the tokens, or
+spatial-softmax keypoints added), on the video model `--video_workdir`.
 """
 
 import argparse
@@ -57,6 +59,10 @@ SWEEPS = {
         "feed_x0": ("quickstart.py", IMAGE + ["--config.model.privileged_feed=True",
                                               "--config.model.decoder.prediction=x0", "--config.model.action_loss=x0"]),
     },
+    "vam_readout": {  # README "What the features know about the task"
+        "vam": ("mutual_pretrain.py", []),
+        "vam_keypoints": ("mutual_pretrain.py", ["--config.model.keypoints=8"]),
+    },
 }
 
 
@@ -99,6 +105,7 @@ def main(argv=None):
   p.add_argument("--data_dir", required=True)
   p.add_argument("--out", required=True)
   p.add_argument("--only", nargs="*", default=None)
+  p.add_argument("--video_workdir", default="out/demo/video", help="the frozen video model of VAM runs")
   args = p.parse_args(argv)
   os.makedirs(args.out, exist_ok=True)
   path = os.path.join(args.out, "results.json")
@@ -109,6 +116,7 @@ def main(argv=None):
     w, log = os.path.join(args.out, name), os.path.join(args.out, f"{name}.log")
     t0 = time.time()
     _run(["-m", "vam.train", "--config", f"experiments/{config}", "--workdir", w, f"--config.data_dir={args.data_dir}",
+          *(["--config.model.video_workdir=" + args.video_workdir] if config == "mutual_pretrain.py" else []),
           *overrides], log)
     train_s = time.time() - t0
     _run(["-m", "vam.eval", "--workdir", w, *EVAL], log)

@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from vam.models import action_decoder
@@ -139,6 +140,28 @@ def test_conv_encoder_readouts_and_random_shift():
   out = encoders.random_shift(same, jax.random.PRNGKey(3), 4)
   np.testing.assert_array_equal(np.asarray(out[:, 0]), np.asarray(out[:, 1]))
   np.testing.assert_array_equal(np.asarray(encoders.random_shift(images, jax.random.PRNGKey(3), 0)), images)
+
+
+def test_token_keypoints_find_the_token_that_stands_out():
+  """`layers.TokenKeypoints`: per frame, the soft-argmax lands on the token whose score stands out, at its
+  (x, y) on the row-major grid, moved by at most half the token spacing by its offset; pooled = that token."""
+  from vam.models import layers
+  f, (h, w), d = 2, (4, 4), 8
+  kp = layers.TokenKeypoints(d, 1, f, (h, w), rngs=nnx.Rngs(0))
+  kernel = np.zeros((d, 3), np.float32)
+  kernel[0, 0] = 50.0  # score: feature 0
+  kernel[1, 1] = 10.0  # x offset: tanh(10 * feature 1)
+  kp.score.kernel.value, kp.score.bias.value = jnp.asarray(kernel), jnp.zeros(3)
+  tokens = np.zeros((1, f, h * w, d), np.float32)
+  tokens[0, 0, 1 * w + 2, 0] = 1.0  # frame 0: row 1, column 2
+  tokens[0, 1, 3 * w + 0, :2] = 1.0  # frame 1: row 3, column 0, offset to the right
+  points, pooled = kp.points(jnp.asarray(tokens.reshape(1, f * h * w, d)))
+  np.testing.assert_allclose(np.asarray(points[0, 0, 0]), [2 / 3 * 2 - 1, 1 / 3 * 2 - 1], atol=1e-3)
+  np.testing.assert_allclose(np.asarray(points[0, 1, 0]), [-1 + 1 / 3, 1.0], atol=1e-3)
+  np.testing.assert_allclose(np.asarray(pooled[0, 1, 0]), tokens[0, 1, 3 * w], atol=1e-3)
+  assert kp(jnp.asarray(tokens.reshape(1, -1, d))).shape == (1, f, d)
+  with pytest.raises(ValueError, match="tokens"):
+    kp.points(jnp.zeros((1, 5, d)))
 
 
 def test_state_policy_and_global_conditioning():

@@ -146,9 +146,10 @@ def test_vam_inference_by_tau_v_and_finetuning(stage2, tmp_path):
   scratch = str(tmp_path / "scratch")
   train_lib.train(experiment_config("finetune.py:scratch", data_dir=stage2["data"], total_steps=2, log_every=1, **{
       "model.video_workdir": stage2["video"], "data.use_latents": False, "data.embodiments": SPACE_NAMES,
-      "model.layer": 1, "model.decoder": "{'width': 32, 'depth': 1, 'heads': 2, 'mlp_ratio': 4, 'time_dim': 32, "
+      "model.layer": 1, "model.keypoints": 2, "model.decoder": "{'width': 32, 'depth': 1, 'heads': 2, 'mlp_ratio': 4, 'time_dim': 32, "
                                           "'bilinear_rank': 4}"}), scratch)
-  assert checkpoints.restore_params(scratch)[2] == 2
+  scratch_params, _, scratch_step = checkpoints.restore_params(scratch)
+  assert scratch_step == 2 and "keypoints" in scratch_params  # the keypoint readout (model.keypoints) trains
 
 
 @pytest.mark.slow
@@ -159,12 +160,16 @@ def test_feature_probe_of_the_frozen_video_model(stage2):
   for workdir in (stage2["video"], stage2["vam"]):
     restored = restore.load(workdir)
     restored.config.data.mixture = {"sim_robot": 1.0}
-    r = feature_probe.probe_layer(restored, stage2["data"], 1, "attention", steps=40, batch_size=8, lr=3e-3,
-                                  windows_count=8)
-    assert r["train_mse"] < 0.7 * r["first_train_mse"], r
-    assert all(r[p]["windows"] == 8 and 0 < r[p]["error_m"] and 0 < r[p]["mean_error_m"] for p in ("target", "object"))
+    for readout in ("attention", "keypoints") if workdir == stage2["video"] else ("attention",):
+      r = feature_probe.probe_layer(restored, stage2["data"], 1, readout, steps=40, batch_size=8, lr=3e-3,
+                                    windows_count=8)
+      assert r["train_mse"] < 0.7 * r["first_train_mse"], (readout, r)
+      assert all(r[p]["windows"] == 8 and 0 < r[p]["error_m"] and 0 < r[p]["mean_error_m"]
+                 for p in ("target", "object"))
   with pytest.raises(ValueError, match="readout"):
     feature_probe.FeatureProbe(4, 8, 3, "max", rngs=feature_probe.nnx.Rngs(0))
+  with pytest.raises(ValueError, match="grid"):  # keypoints need the token grid, and one that fits
+    feature_probe.FeatureProbe(16, 8, 3, "keypoints", (2, 2, 2), rngs=feature_probe.nnx.Rngs(0))
 
 
 @pytest.mark.slow

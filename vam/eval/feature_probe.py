@@ -8,7 +8,9 @@ latents clean, the future pure noise, tau_v = 1), on the robot dataset's train s
 episodes the mean distance of its estimate from the true target and object positions, beside the distance of
 the training mean. Readouts: `mean` (a per-token MLP averaged over tokens: the training-time
 `PrivilegedProbe`), `attention` (a learned query attending over the tokens: it can pick the one token that
-holds a 4-pixel block and read where it sits). The control, `--layers pixels`: the same probe on raw 8-pixel
+holds a 4-pixel block and read where it sits), `keypoints` (spatial-softmax keypoints over each frame's token
+grid with sub-token offsets, `layers.TokenKeypoints`: the readout a conv policy's spatial softmax gives the image
+baseline). The control, `--layers pixels`: the same probe on raw 8-pixel
 patches of the context frames (fixed random projection, nothing thrown away): what a probe of this size learns
 in this budget from everything the camera saw.
 
@@ -29,16 +31,21 @@ from flax import nnx
 from vam.eval import offline, restore
 from vam.models import layers
 
-READOUTS = ("mean", "attention")
+READOUTS = ("mean", "attention", "keypoints")
+KEYPOINTS = 8  # per frame (readout `keypoints`)
 
 
 class FeatureProbe(nnx.Module):
   """Frozen tokens (B, N, D) -> the standardised task state (B, P): LayerNorm, a learned position embedding
   (the DiT's rotary positions act inside its attention only), a residual per-token MLP, then the readout."""
 
-  def __init__(self, tokens: int, width: int, out_dim: int, readout: str, *, rngs: nnx.Rngs):
+  def __init__(self, tokens: int, width: int, out_dim: int, readout: str, grid: tuple[int, int, int] | None = None,
+               *, rngs: nnx.Rngs):
+    """grid: (frames, h, w) of the tokens (readout `keypoints`)."""
     if readout not in READOUTS:
       raise ValueError(f"readout={readout!r}; valid: {list(READOUTS)}")
+    if readout == "keypoints" and (grid is None or grid[0] * grid[1] * grid[2] != tokens):
+      raise ValueError(f"readout 'keypoints' needs the (frames, h, w) grid of the {tokens} tokens; got {grid}")
     self.readout = readout
     self.norm = nnx.LayerNorm(width, rngs=rngs)
     self.pos = nnx.Param(0.02 * jax.random.normal(rngs.params(), (tokens, width)))
@@ -46,13 +53,18 @@ class FeatureProbe(nnx.Module):
     if readout == "attention":
       self.query = nnx.Param(0.02 * jax.random.normal(rngs.params(), (1, width)))
       self.attend = layers.Attention(width, 4, rngs=rngs)
-    self.head = layers.Mlp(width, width, out_dim, rngs=rngs)
+    if readout == "keypoints":
+      self.keypoints = layers.TokenKeypoints(width, KEYPOINTS, grid[0], grid[1:], rngs=rngs)
+    self.head = layers.Mlp(grid[0] * KEYPOINTS * width if readout == "keypoints" else width, width, out_dim,
+                           rngs=rngs)
 
   def __call__(self, hidden):
     x = self.norm(hidden) + self.pos.value[None]
     x = x + self.mlp(x)
     if self.readout == "mean":
       return self.head(x).mean(axis=1)
+    if self.readout == "keypoints":
+      return self.head(self.keypoints(x).reshape(x.shape[0], -1))
     q = jnp.broadcast_to(self.query.value[None], (x.shape[0], 1, x.shape[-1]))
     return self.head(self.attend(q, x, None)[:, 0])
 
@@ -83,7 +95,9 @@ def probe_layer(restored, data_dir: str, layer: int | str, readout: str, steps: 
   video = video_model(restored)
   if layer == "pixels":
     hidden = jax.jit(lambda batch: pixel_tokens(batch["images"], 8, video.cfg.dit.width, seed))
+    grid = (restored.config.data.context_frames, restored.image_size // 8, restored.image_size // 8)
   else:
+    grid = (video.cfg.dit.frames, *video.cfg.dit.grid)
     hidden = jax.jit(lambda batch: jax.lax.stop_gradient(
         video.imagined_hidden_states(batch, jax.random.PRNGKey(seed), 1.0, layer, 1)))
   keys = ("context_latents", "images", "instruction", "embodiment_id")
@@ -93,7 +107,7 @@ def probe_layer(restored, data_dir: str, layer: int | str, readout: str, steps: 
   if "privileged" not in first:
     raise ValueError(f"{data_dir}: the windows carry no privileged state (steps/observation/privileged)")
   h0 = hidden(inputs(first))
-  probe = FeatureProbe(h0.shape[1], h0.shape[2], first["privileged"].shape[-1], readout, rngs=nnx.Rngs(seed))
+  probe = FeatureProbe(h0.shape[1], h0.shape[2], first["privileged"].shape[-1], readout, grid, rngs=nnx.Rngs(seed))
   schedule = optax.warmup_cosine_decay_schedule(0.0, lr, min(50, steps // 2), max(steps, 2), lr * 0.1)
   opt = nnx.Optimizer(probe, optax.adamw(schedule), wrt=nnx.Param)
 

@@ -113,10 +113,8 @@ class ConvEncoder(nnx.Module):
     if self.cfg.readout == "keypoints":
       maps = self.to_maps(x)  # (B * F, h, w, K)
       h, w = maps.shape[1:3]
-      attn = jax.nn.softmax(maps.reshape(b * f, h * w, -1) / self.temperature.value, axis=1)
-      ys, xs = jnp.meshgrid(jnp.linspace(-1, 1, h), jnp.linspace(-1, 1, w), indexing="ij")
-      grid = jnp.stack([xs.ravel(), ys.ravel()], axis=-1)  # (h * w, 2)
-      points = jnp.einsum("bnk,nc->bkc", attn, grid)  # expected (x, y) per keypoint
+      points, _ = layers.soft_argmax(maps.reshape(b * f, h * w, -1), layers.grid_coordinates(h, w),
+                                     self.temperature.value)  # expected (x, y) per keypoint
       tokens = self.point_in(points)
     else:
       tokens = self.to_tokens(x.reshape(b * f, -1, x.shape[-1]))

@@ -169,6 +169,58 @@ def modulate(x, shift, scale):
   return x * (1.0 + scale) + shift
 
 
+def grid_coordinates(h: int, w: int):
+  """(h * w, 2) the (x, y) of each cell of a row-major h x w grid, corners at -1 and 1."""
+  ys, xs = jnp.meshgrid(jnp.linspace(-1, 1, h), jnp.linspace(-1, 1, w), indexing="ij")
+  return jnp.stack([xs.ravel(), ys.ravel()], axis=-1)
+
+
+def soft_argmax(scores, coords, temperature):
+  """Spatial softmax: scores (B, N, K) over N cells at coords (N, 2) or (B, N, K, 2) -> (expected (B, K, 2)
+  position per keypoint, the (B, N, K) softmax weights)."""
+  attn = jax.nn.softmax(scores / temperature, axis=1)
+  if coords.ndim == 2:
+    return jnp.einsum("bnk,nc->bkc", attn, coords), attn
+  return jnp.einsum("bnk,bnkc->bkc", attn, coords), attn
+
+
+class TokenKeypoints(nnx.Module):
+  """Spatial-softmax keypoints over a grid of tokens: (B, F * h * w, D) tokens (frame-major, row-major) ->
+  (B, F * K, D), one token per frame and keypoint. Each keypoint is a softmax over the frame's tokens of a
+  per-token score; its position is the expected token position, refined by a per-token offset of up to half the
+  token spacing (a coarse token holds where within it a 3-pixel ball sits; the soft-argmax of a 4 x 4 grid alone
+  cannot say), and its feature the softmax-pooled token. Position and feature are embedded together, plus a
+  learned embedding of the frame and keypoint. This is the readout a conv policy's spatial softmax gives the
+  baseline, on a transformer's tokens."""
+
+  def __init__(self, width: int, keypoints: int, frames: int, grid: tuple[int, int], *, rngs: nnx.Rngs):
+    self.keypoints, self.frames, self.grid = keypoints, frames, tuple(grid)
+    self.score = nnx.Linear(width, 3 * keypoints, rngs=rngs)  # per keypoint: score, x offset, y offset
+    self.temperature = nnx.Param(jnp.ones(()))
+    self.embed = Mlp(2 + width, width, width, rngs=rngs)
+    self.pos = nnx.Param(0.02 * jax.random.normal(rngs.params(), (frames * keypoints, width)))
+
+  def points(self, tokens):
+    """(B, F * h * w, D) -> ((B, F, K, 2) keypoint positions in [-1, 1], (B, F, K, D) pooled features)."""
+    b, n, d = tokens.shape
+    (h, w), k, f = self.grid, self.keypoints, self.frames
+    if n != f * h * w:
+      raise ValueError(f"TokenKeypoints: {n} tokens, expected {f} frames x {h} x {w}")
+    x = tokens.reshape(b * f, h * w, d)
+    out = self.score(x).reshape(b * f, h * w, k, 3)
+    spacing = jnp.asarray([1.0 / max(w - 1, 1), 1.0 / max(h - 1, 1)])  # half the distance between centres
+    coords = grid_coordinates(h, w)[None, :, None] + jnp.tanh(out[..., 1:]) * spacing
+    points, attn = soft_argmax(out[..., 0], coords, self.temperature.value)
+    pooled = jnp.einsum("bnk,bnd->bkd", attn, x)
+    return points.reshape(b, f, k, 2), pooled.reshape(b, f, k, d)
+
+  def __call__(self, tokens):
+    points, pooled = self.points(tokens)
+    b, f, k, d = pooled.shape
+    x = self.embed(jnp.concatenate([points, pooled], axis=-1)).reshape(b, f * k, d)
+    return x + self.pos.value[None]
+
+
 class PrivilegedProbe(nnx.Module):
   """Auxiliary privileged-state supervision of observation features: the simulator's task state (target and
   object positions, task one-hot; standardised) regressed from the tokens (B, M, D) by a per-token MLP averaged

@@ -49,6 +49,9 @@ class VamConfig:
   privileged_dim: int = 0  # width of the privileged state (the auxiliary probe's target)
   privileged_aux: float = 0.0  # weight of predicting the privileged state from the decoder's features
   privileged_feed: bool = False  # the decoder also reads the probe's state estimate (one more memory token)
+  # Spatial-softmax keypoints per frame over the features' token grid (layers.TokenKeypoints), appended to the
+  # decoder's memory (0: off): a localising readout, which cross-attention over 16 coarse tokens is not.
+  keypoints: int = 0
 
 
 class VideoActionModel(nnx.Module):
@@ -70,6 +73,9 @@ class VideoActionModel(nnx.Module):
     # A trainable per-token MLP over the frozen features (residual): cross-attention reads its memory
     # linearly, and what a small frozen model's tokens know about a 3-pixel ball is not linear in them.
     self.feature_mlp = layers.Mlp(width, 2 * width, width, rngs=rngs) if cfg.feature_mlp else None
+    self.keypoints = (layers.TokenKeypoints(width, cfg.keypoints, cfg.video.dit.frames, cfg.video.dit.grid,
+                                            rngs=rngs)
+                      if cfg.keypoints > 0 else None)
     self.decoder = action_decoder.ActionDecoder(cfg.decoder, rngs=rngs)
     if cfg.privileged_feed and cfg.privileged_aux <= 0:
       raise ValueError("config.model.privileged_feed needs config.model.privileged_aux > 0 (the probe it reads)")
@@ -96,25 +102,36 @@ class VideoActionModel(nnx.Module):
     tau_v = flow.sample_time(k_v, (b,), self.cfg.tau_v_sampler)
     at_inference = jax.random.bernoulli(k_match, self.cfg.tau_v_inference_fraction, (b,))
     tau_v = jnp.where(at_inference, self.cfg.tau_v, tau_v)
-    cond = self.training_features(batch, tau_v, k_h)
+    tokens = self.tokens(self.training_features(batch, tau_v, k_h))
     tau_a = flow.sample_time(k_a, (b,), self.cfg.action_time_sampler)
     eps = jax.random.normal(k_eps, x0.shape, x0.dtype)
     dropped = jax.random.bernoulli(k_drop, self.cfg.proprio_dropout, (b,))
-    v = self.decoder(flow.interpolate(x0, eps, tau_a), tau_a, batch["proprio"], self.memory(cond), tau_v=tau_v,
-                     proprio_dropped=dropped)
+    v = self.decoder(flow.interpolate(x0, eps, tau_a), tau_a, batch["proprio"], self.with_estimate(tokens),
+                     tau_v=tau_v, proprio_dropped=dropped)
     weight = flow.sample_weight(tau_a, self.cfg.action_loss)
     own_loss = flow.loss(v, x0, eps, mask & ~mapped, weight)
     mapped_loss = flow.loss(v, x0, eps, mapped, weight)
     loss = own_loss + self.cfg.mapped_weight * mapped_loss
     metrics = {"own_action_loss": own_loss, "mapped_action_loss": mapped_loss}
     if self.probe is not None:  # shapes the trainable feature layers (the video model stays frozen)
-      aux, probe_metrics = self.probe(cond, batch["privileged"])
+      aux, probe_metrics = self.probe(tokens, batch["privileged"])
       loss, metrics = loss + aux, dict(metrics, **probe_metrics)
     return loss, metrics
 
+  def tokens(self, features):
+    """(B, N, D) features -> (B, M, D) the tokens the decoder and the probe read: the features, plus the
+    keypoint tokens (config.model.keypoints)."""
+    if self.keypoints is None:
+      return features
+    return jnp.concatenate([features, self.keypoints(features)], axis=1)
+
+  def with_estimate(self, tokens):
+    """(B, M, D) tokens -> the decoder's cross-attention memory: plus the probe's state estimate (feed)."""
+    return tokens if self.probe is None else self.probe.with_estimate(tokens)
+
   def memory(self, features):
-    """The decoder's cross-attention memory: the features (B, N, D), plus the probe's state estimate (feed)."""
-    return features if self.probe is None else self.probe.with_estimate(features)
+    """The decoder's cross-attention memory from the (B, N, D) features."""
+    return self.with_estimate(self.tokens(features))
 
   def sample_actions(self, batch, cond, tau_v, rng, num_steps=None, noise_scale: float = 1.0):
     cond = self.memory(cond)
@@ -131,7 +148,7 @@ class VideoActionModel(nnx.Module):
     tau_v = self.cfg.tau_v if tau_v is None else tau_v
     rng = jax.random.PRNGKey(0) if rng is None else rng
     hidden = self.video.imagined_hidden_states(batch, rng, tau_v, self.cfg.layer, self.cfg.video_steps)
-    return self.probe.estimate(self.features(hidden))
+    return self.probe.estimate(self.tokens(self.features(hidden)))
 
   def sample(self, batch, rng, num_steps=None, tau_v: float | None = None, noise_scale: float = 1.0):
     """Inference: action chunk (B, H_a, A) from the context frames (no future), instruction, proprio."""
