@@ -60,8 +60,8 @@ SWEEPS = {
                                               "--config.model.decoder.prediction=x0", "--config.model.action_loss=x0"]),
     },
     "vam_readout": {  # README "What the features know about the task"
-        "vam": ("mutual_pretrain.py", []),
-        "vam_keypoints": ("mutual_pretrain.py", ["--config.model.keypoints=8"]),
+        "vam_no_keypoints": ("mutual_pretrain.py", ["--config.model.keypoints=0"]),
+        "vam": ("mutual_pretrain.py", []),  # keypoints=8, the default
     },
 }
 
