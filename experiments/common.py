@@ -30,6 +30,8 @@ def data(context_frames: int = 2, future_frames: int = 0, mixture=None) -> ml_co
   # states, which small policies blur into hovering.
   d.max_restarts = -1
   d.balance = "task"  # task: every (embodiment, task) of a dataset equally likely | window: by episode length
+  # task -> relative share of its (embodiment, task) groups under balance='task'; e.g. task_weights.push=3.0
+  d.task_weights = {t: 1.0 for t in tasks.TASKS}
   d.use_latents = False  # read latents precomputed by python -m vam.train.latents instead of encoding frames
   d.workers = 0  # grain worker processes (0: load in the training process)
   d.prefetch = 2

@@ -16,10 +16,11 @@ def data_dir(tiny_data_dir):
   return tiny_data_dir
 
 
-def _pipeline(data_dir, weights=(0.5, 0.5), spec=SPEC, balance="task"):
+def _pipeline(data_dir, weights=(0.5, 0.5), spec=SPEC, balance="task", task_weights=None):
   entries = [pipeline.DatasetEntry("sim_robot", f"{data_dir}/sim_robot/1.0.0", weights[0]),
              pipeline.DatasetEntry("sim_human", f"{data_dir}/sim_human/1.0.0", weights[1])]
-  return pipeline.InputPipeline(entries, spec, embodiment_lib.ActionSpace(), balance=balance)
+  return pipeline.InputPipeline(entries, spec, embodiment_lib.ActionSpace(), balance=balance,
+                                task_weights=task_weights)
 
 
 @pytest.mark.slow
@@ -91,6 +92,15 @@ def test_tasks_are_sampled_by_weight_not_by_length(data_dir):
   by_window = iter(_pipeline(data_dir, weights=(1.0, 0.0), balance="window").dataset(batch_size=64, seed=0))
   drawn = [task(x) for _ in range(4) for x in next(by_window)["provenance"]]
   assert drawn.count("reach") / len(drawn) < 0.4
+  # task_weights: push 3x as likely as reach -> a 0.75 share
+  weighted = iter(_pipeline(data_dir, weights=(1.0, 0.0), task_weights={"push": 3.0, "reach": 1.0}).dataset(
+      batch_size=64, seed=0))
+  drawn = [task(x) for _ in range(4) for x in next(weighted)["provenance"]]
+  assert abs(drawn.count("push") / len(drawn) - 0.75) < 0.1
+  with pytest.raises(ValueError, match="task_weights: unknown task 'pushh'"):
+    _pipeline(data_dir, task_weights={"pushh": 2.0})
+  with pytest.raises(ValueError, match="needs config.data.balance='task'"):
+    _pipeline(data_dir, balance="window", task_weights={"push": 2.0})
 
 
 @pytest.mark.slow

@@ -2,8 +2,9 @@
 
 Sampling is by weight, not by length: a dataset's share of the batch is its mixture weight, and within a
 dataset each (embodiment, task) group is equally likely (`balance='task'`, the default), so short episodes
-(a reach is a few steps) are seen as often as long ones (a stack is seventy). `balance='window'` draws
-every window of a dataset equally instead.
+(a reach is a few steps) are seen as often as long ones (a stack is seventy), unless `task_weights` gives a
+task a larger share (e.g. {"push": 3.0}: push windows three times as likely as each unlisted task's, weight 1).
+`balance='window'` draws every window of a dataset equally instead.
 
     loader = InputPipeline(entries_from_config(config.data_dir, config.data), spec, space)
     it = iter(loader.dataset(batch_size=32, seed=0))     # per-host numpy batches; it.get_state()/set_state()
@@ -27,6 +28,7 @@ from vam.data import stats as stats_lib
 from vam.input import latents as latents_lib
 from vam import mapping as mapping_lib
 from vam.input import sources, windows
+from vam.sim import tasks as sim_tasks
 
 BALANCES = ("task", "window")
 
@@ -133,14 +135,17 @@ class InputPipeline:
                camera="front", norm_mode="quantile", cache_mb: float = 256, latents: str | None = None,
                mapping: mapping_lib.Mapping | None = None, only_embodiments=(), max_episodes: int = 0,
                balance: str = "task", normalizer: embodiment_lib.Normalizer | None = None,
-               norm_per_step: bool = False, max_restarts: int = -1, proprio_eef: bool = False):
+               norm_per_step: bool = False, max_restarts: int = -1, proprio_eef: bool = False,
+               task_weights: dict | None = None):
     """`latents`: the fingerprint of the autoencoder whose precomputed latents windows should carry;
     `mapping`: mutual imitation (windows also carry the other embodiments' mapped action slots). Entries of
     weight 0 only contribute normalisation statistics. `balance`: see the module docstring. `normalizer`: use
-    these statistics (e.g. a checkpoint's) instead of the datasets' own."""
+    these statistics (e.g. a checkpoint's) instead of the datasets' own. `task_weights`: task -> relative
+    weight of its groups under `balance='task'` (unlisted tasks: 1)."""
     if balance not in BALANCES:
       raise ValueError(f"config.data.balance={balance!r}; valid: {list(BALANCES)}")
     self.balance = balance
+    self.task_weights = _task_weights(task_weights, balance)
     stats_only = [e for e in entries if e.weight <= 0]
     entries = [e for e in entries if e.weight > 0]
     self.entries, self.spec, self.space, self.split = entries, spec, space, split
@@ -174,12 +179,14 @@ class InputPipeline:
     parts, weights = [], []
     for i, src in enumerate(self.sources):
       groups = src.groups() if self.balance == "task" else {("all", "all"): np.arange(len(src))}
-      for j, (group, positions) in enumerate(groups.items()):
+      share = np.array([self.task_weights.get(task, 1.0) for _, task in groups])
+      share = share / share.sum()
+      for j, ((group, positions), w) in enumerate(zip(groups.items(), share)):
         ds = grain.MapDataset.source(_Subset(src, positions))[shard_index::shard_count]
         if not len(ds):
           raise ValueError(f"dataset {self.entries[i].path}: shard {shard_index}/{shard_count} of {group} is empty")
         parts.append(ds.shuffle(seed=seed * 1000 + i * 100 + j).repeat())
-        weights.append(self.entries[i].weight / len(groups))
+        weights.append(self.entries[i].weight * float(w))
     mixed = parts[0] if len(parts) == 1 else grain.MapDataset.mix(parts, weights=weights)
     it = mixed.to_iter_dataset().batch(batch_size, drop_remainder=True)
     if workers > 0:
@@ -187,6 +194,19 @@ class InputPipeline:
     elif prefetch_buffer > 0:  # a background thread assembles the next batches while the device computes
       it = grain.experimental.ThreadPrefetchIterDataset(it, prefetch_buffer_size=prefetch_buffer)
     return it
+
+
+def _task_weights(task_weights, balance: str) -> dict:
+  """`config.data.task_weights`, checked: known tasks, positive weights, only with `balance='task'`."""
+  task_weights = dict(task_weights or {})
+  if len(set(task_weights.values()) - {1.0}) and balance != "task":
+    raise ValueError(f"config.data.task_weights={task_weights} needs config.data.balance='task' (is {balance!r})")
+  for task, w in task_weights.items():
+    if task not in sim_tasks.TASKS:
+      raise ValueError(f"config.data.task_weights: unknown task {task!r}; valid: {list(sim_tasks.TASKS)}")
+    if not float(w) > 0:
+      raise ValueError(f"config.data.task_weights[{task!r}]={w!r}: weights must be > 0")
+  return {t: float(w) for t, w in task_weights.items()}
 
 
 def to_global(batch: dict, sharding) -> dict:

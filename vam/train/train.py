@@ -66,7 +66,8 @@ def make_inputs(config, latents: str | None = None):
                                   only_embodiments=tuple(d.get("only_embodiments", ())),
                                   max_episodes=d.get("max_episodes", 0), balance=d.get("balance", "task"),
                                   norm_per_step=d.get("norm_per_step", False),
-                                  max_restarts=d.get("max_restarts", -1), proprio_eef=d.get("proprio_eef", False))
+                                  max_restarts=d.get("max_restarts", -1), proprio_eef=d.get("proprio_eef", False),
+                                  task_weights=d.get("task_weights"))
   return space, spec, loader
 
 
