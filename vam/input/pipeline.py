@@ -28,7 +28,6 @@ from vam.data import stats as stats_lib
 from vam.input import latents as latents_lib
 from vam import mapping as mapping_lib
 from vam.input import sources, windows
-from vam.sim import tasks as sim_tasks
 
 BALANCES = ("task", "window")
 
@@ -145,7 +144,6 @@ class InputPipeline:
     if balance not in BALANCES:
       raise ValueError(f"config.data.balance={balance!r}; valid: {list(BALANCES)}")
     self.balance = balance
-    self.task_weights = _task_weights(task_weights, balance)
     stats_only = [e for e in entries if e.weight <= 0]
     entries = [e for e in entries if e.weight > 0]
     self.entries, self.spec, self.space, self.split = entries, spec, space, split
@@ -170,6 +168,7 @@ class InputPipeline:
     # The cache budget is per dataset and per worker process.
     self.sources = [WindowSource(s, spec, space, self.normalizer, i, cache_mb, mapping, tuple(only_embodiments),
                                  max_episodes, max_restarts) for i, s in enumerate(self.episodes)]
+    self.task_weights = _task_weights(task_weights, balance, {t for s in self.sources for _, t in s.groups()})
 
   def dataset(self, batch_size: int, seed: int = 0, shard_index: int | None = None, shard_count: int | None = None,
               workers: int = 0, prefetch_buffer: int = 2) -> grain.IterDataset:
@@ -196,17 +195,19 @@ class InputPipeline:
     return it
 
 
-def _task_weights(task_weights, balance: str) -> dict:
-  """`config.data.task_weights`, checked: known tasks, positive weights, only with `balance='task'`."""
-  task_weights = dict(task_weights or {})
-  if len(set(task_weights.values()) - {1.0}) and balance != "task":
-    raise ValueError(f"config.data.task_weights={task_weights} needs config.data.balance='task' (is {balance!r})")
+def _task_weights(task_weights, balance: str, present: set) -> dict:
+  """`config.data.task_weights`, checked against the tasks the datasets hold (`present`): a weight other than 1
+  needs `balance='task'` and a task some dataset has (a typo would otherwise be silently ignored)."""
+  task_weights = {t: float(w) for t, w in dict(task_weights or {}).items()}
   for task, w in task_weights.items():
-    if task not in sim_tasks.TASKS:
-      raise ValueError(f"config.data.task_weights: unknown task {task!r}; valid: {list(sim_tasks.TASKS)}")
-    if not float(w) > 0:
+    if not w > 0:
       raise ValueError(f"config.data.task_weights[{task!r}]={w!r}: weights must be > 0")
-  return {t: float(w) for t, w in task_weights.items()}
+    if w != 1.0 and balance != "task":
+      raise ValueError(f"config.data.task_weights={task_weights} needs config.data.balance='task' (is {balance!r})")
+    if w != 1.0 and task not in present:
+      raise ValueError(f"config.data.task_weights: unknown task {task!r} (no dataset of the mixture has it); "
+                       f"tasks present: {sorted(present)}")
+  return task_weights
 
 
 def to_global(batch: dict, sharding) -> dict:
