@@ -164,6 +164,29 @@ def test_token_keypoints_find_the_token_that_stands_out():
     kp.points(jnp.zeros((1, 5, d)))
 
 
+def test_token_keypoints_subcells_place_a_keypoint_within_its_token():
+  """`subcells` = s: each token scores an s x s sub-grid; the soft-argmax lands on the standing-out sub-cell's
+  centre (a position the 4 x 4 token grid alone cannot express), and the pooled feature is that sub-cell's token."""
+  from vam.models import layers
+  f, (h, w), d, s = 1, (4, 4), 8, 4
+  kp = layers.TokenKeypoints(d, 1, f, (h, w), subcells=s, rngs=nnx.Rngs(0))
+  kernel = np.zeros((d, s * s), np.float32)
+  kernel[0, 1 * s + 3] = 50.0  # feature 0 scores sub-cell (row 1, column 3) of its token
+  kp.score.kernel.value, kp.score.bias.value = jnp.asarray(kernel), jnp.zeros(s * s)
+  tokens = np.zeros((1, f * h * w, d), np.float32)
+  tokens[0, 2 * w + 1, 0] = 1.0  # the token at row 2, column 1
+  points, pooled = kp.points(jnp.asarray(tokens))
+  step = 2 / 3  # between token centres
+  expect = [-1 + 1 * step + (3.5 / s - 0.5) * step, -1 + 2 * step + (1.5 / s - 0.5) * step]
+  np.testing.assert_allclose(np.asarray(points[0, 0, 0]), expect, atol=1e-3)
+  np.testing.assert_allclose(np.asarray(pooled[0, 0, 0]), tokens[0, 2 * w + 1], atol=1e-3)
+  cells = np.asarray(kp._cell_coordinates()).reshape(-1, 2)  # every sub-cell centre distinct, token-ordered
+  assert len(np.unique(np.round(cells, 5), axis=0)) == h * w * s * s
+  assert kp(jnp.asarray(tokens)).shape == (1, f, d)
+  with pytest.raises(ValueError, match="subcells"):
+    layers.TokenKeypoints(d, 1, f, (h, w), subcells=0, rngs=nnx.Rngs(0))
+
+
 def test_state_policy_and_global_conditioning():
   from vam.models import encoders, policies
   enc = encoders.EncoderConfig(width=32, heads=2, text_len=16)

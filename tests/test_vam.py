@@ -160,10 +160,12 @@ def test_feature_probe_of_the_frozen_video_model(stage2):
   for workdir in (stage2["video"], stage2["vam"]):
     restored = restore.load(workdir)
     restored.config.data.mixture = {"sim_robot": 1.0}
-    for readout in ("attention", "keypoints") if workdir == stage2["video"] else ("attention",):
+    readouts = [("attention", 1), ("keypoints", 1), ("keypoints", 2)] if workdir == stage2["video"] else [
+        ("attention", 1)]
+    for readout, subcells in readouts:
       r = feature_probe.probe_layer(restored, stage2["data"], 1, readout, steps=40, batch_size=8, lr=3e-3,
-                                    windows_count=8)
-      assert r["train_mse"] < 0.7 * r["first_train_mse"], (readout, r)
+                                    windows_count=8, subcells=subcells)
+      assert r["train_mse"] < 0.7 * r["first_train_mse"], (readout, subcells, r)
       assert all(r[p]["windows"] == 8 and 0 < r[p]["error_m"] and 0 < r[p]["mean_error_m"]
                  for p in ("target", "object"))
   with pytest.raises(ValueError, match="readout"):

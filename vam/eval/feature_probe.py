@@ -9,13 +9,14 @@ episodes the mean distance of its estimate from the true target and object posit
 the training mean. Readouts: `mean` (a per-token MLP averaged over tokens: the training-time
 `PrivilegedProbe`), `attention` (a learned query attending over the tokens: it can pick the one token that
 holds a 4-pixel block and read where it sits), `keypoints` (spatial-softmax keypoints over each frame's token
-grid with sub-token offsets, `layers.TokenKeypoints`: the readout a conv policy's spatial softmax gives the image
+grid, refined within a token by offsets or, with `--subcells s`, by s x s scored sub-cells per token,
+`layers.TokenKeypoints`: the readout a conv policy's spatial softmax gives the image
 baseline). The control, `--layers pixels`: the same probe on raw 8-pixel
 patches of the context frames (fixed random projection, nothing thrown away): what a probe of this size learns
 in this budget from everything the camera saw.
 
     python -m vam.eval.feature_probe --workdir out/demo/video --layers pixels 0 3 --readout attention [--steps 1500]
-        [--data_dir DIR] [--out FILE.json]
+        [--readout keypoints --subcells 4] [--data_dir DIR] [--out FILE.json]
 """
 
 import json
@@ -40,8 +41,9 @@ class FeatureProbe(nnx.Module):
   (the DiT's rotary positions act inside its attention only), a residual per-token MLP, then the readout."""
 
   def __init__(self, tokens: int, width: int, out_dim: int, readout: str, grid: tuple[int, int, int] | None = None,
-               *, rngs: nnx.Rngs):
-    """grid: (frames, h, w) of the tokens (readout `keypoints`)."""
+               *, subcells: int = 1, rngs: nnx.Rngs):
+    """grid: (frames, h, w) of the tokens; subcells: the keypoints' within-token refinement (readout
+    `keypoints`, `layers.TokenKeypoints`)."""
     if readout not in READOUTS:
       raise ValueError(f"readout={readout!r}; valid: {list(READOUTS)}")
     if readout == "keypoints" and (grid is None or grid[0] * grid[1] * grid[2] != tokens):
@@ -54,7 +56,7 @@ class FeatureProbe(nnx.Module):
       self.query = nnx.Param(0.02 * jax.random.normal(rngs.params(), (1, width)))
       self.attend = layers.Attention(width, 4, rngs=rngs)
     if readout == "keypoints":
-      self.keypoints = layers.TokenKeypoints(width, KEYPOINTS, grid[0], grid[1:], rngs=rngs)
+      self.keypoints = layers.TokenKeypoints(width, KEYPOINTS, grid[0], grid[1:], subcells=subcells, rngs=rngs)
     self.head = layers.Mlp(grid[0] * KEYPOINTS * width if readout == "keypoints" else width, width, out_dim,
                            rngs=rngs)
 
@@ -87,7 +89,7 @@ def pixel_tokens(images, patch: int, width: int, seed: int = 0):
 
 
 def probe_layer(restored, data_dir: str, layer: int | str, readout: str, steps: int, batch_size: int, lr: float,
-                windows_count: int, seed: int = 0) -> dict:
+                windows_count: int, seed: int = 0, subcells: int = 1) -> dict:
   """Trains a `FeatureProbe` on block `layer`'s frozen hidden states (`layer="pixels"`: on `pixel_tokens` of
   the context frames, 8-pixel patches, the video model's width); -> {part: {error_m, mean_error_m, windows}}
   on held-out windows (`offline.STATE_PARTS`), plus the training MSE (standardised; over the first and the
@@ -107,7 +109,8 @@ def probe_layer(restored, data_dir: str, layer: int | str, readout: str, steps: 
   if "privileged" not in first:
     raise ValueError(f"{data_dir}: the windows carry no privileged state (steps/observation/privileged)")
   h0 = hidden(inputs(first))
-  probe = FeatureProbe(h0.shape[1], h0.shape[2], first["privileged"].shape[-1], readout, grid, rngs=nnx.Rngs(seed))
+  probe = FeatureProbe(h0.shape[1], h0.shape[2], first["privileged"].shape[-1], readout, grid, subcells=subcells,
+                       rngs=nnx.Rngs(seed))
   schedule = optax.warmup_cosine_decay_schedule(0.0, lr, min(50, steps // 2), max(steps, 2), lr * 0.1)
   opt = nnx.Optimizer(probe, optax.adamw(schedule), wrt=nnx.Param)
 
@@ -145,6 +148,8 @@ def main(argv=None) -> int:
   parser.add_argument("--layers", nargs="+", default=["0"],
                       help="DiT blocks (0: the embedded patches) and/or `pixels` (the raw-pixel control)")
   parser.add_argument("--readout", default="attention", choices=READOUTS)
+  parser.add_argument("--subcells", type=int, default=1,
+                      help="readout keypoints: 1 = per-token offsets, s > 1 = s x s scored sub-cells per token")
   parser.add_argument("--steps", type=int, default=1500)
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("--lr", type=float, default=1e-3)
@@ -159,9 +164,11 @@ def main(argv=None) -> int:
   bad = [k for k in args.layers if not (k == "pixels" or (k.isdigit() and int(k) <= depth))]
   if bad:
     parser.error(f"--layers {bad}: the video DiT has blocks 1..{depth} (0: the embedded patches) or `pixels`")
-  result = dict(workdir=restored.workdir, step=restored.step, readout=args.readout, steps=args.steps, layers={})
+  result = dict(workdir=restored.workdir, step=restored.step, readout=args.readout, subcells=args.subcells,
+                steps=args.steps, layers={})
   for k in chosen:
-    r = probe_layer(restored, data_dir, k, args.readout, args.steps, args.batch_size, args.lr, args.windows)
+    r = probe_layer(restored, data_dir, k, args.readout, args.steps, args.batch_size, args.lr, args.windows,
+                    subcells=args.subcells)
     result["layers"][str(k)] = r
     print(f"layer {k}: target {r['target']['error_m'] * 100:.1f} cm, object {r['object']['error_m'] * 100:.1f} cm "
           f"(training mean {r['object']['mean_error_m'] * 100:.1f} cm; train MSE {r['train_mse']:.4f}; "

@@ -187,30 +187,50 @@ def soft_argmax(scores, coords, temperature):
 class TokenKeypoints(nnx.Module):
   """Spatial-softmax keypoints over a grid of tokens: (B, F * h * w, D) tokens (frame-major, row-major) ->
   (B, F * K, D), one token per frame and keypoint. Each keypoint is a softmax over the frame's tokens of a
-  per-token score; its position is the expected token position, refined by a per-token offset of up to half the
-  token spacing (a coarse token holds where within it a 3-pixel ball sits; the soft-argmax of a 4 x 4 grid alone
-  cannot say), and its feature the softmax-pooled token. Position and feature are embedded together, plus a
-  learned embedding of the frame and keypoint. This is the readout a conv policy's spatial softmax gives the
-  baseline, on a transformer's tokens."""
+  per-token score; its position is the expected token position, refined within the token, and its feature the
+  softmax-pooled token. A coarse token holds where within it a 3-pixel ball sits, but the soft-argmax of a 4 x 4
+  grid alone cannot say; two ways to refine: `subcells` = 1, a per-token offset of up to half the token spacing;
+  `subcells` = s > 1, each token scores an s x s grid of sub-cells (the score map "unpatchified" to (s h) x (s w)
+  cells, as the DiT's output layer unpatchifies latents), and the softmax runs over every sub-cell of the frame.
+  Position and feature are embedded together, plus a learned embedding of the frame and keypoint. This is the
+  readout a conv policy's spatial softmax gives the baseline, on a transformer's tokens."""
 
-  def __init__(self, width: int, keypoints: int, frames: int, grid: tuple[int, int], *, rngs: nnx.Rngs):
-    self.keypoints, self.frames, self.grid = keypoints, frames, tuple(grid)
-    self.score = nnx.Linear(width, 3 * keypoints, rngs=rngs)  # per keypoint: score, x offset, y offset
+  def __init__(self, width: int, keypoints: int, frames: int, grid: tuple[int, int], *, subcells: int = 1,
+               rngs: nnx.Rngs):
+    if subcells < 1:
+      raise ValueError(f"TokenKeypoints: subcells={subcells} must be >= 1 (config.model.keypoint_subcells)")
+    self.keypoints, self.frames, self.grid, self.subcells = keypoints, frames, tuple(grid), subcells
+    # per keypoint: score, x offset, y offset (subcells 1) | one score per sub-cell (subcells > 1)
+    self.score = nnx.Linear(width, (3 if subcells == 1 else subcells * subcells) * keypoints, rngs=rngs)
     self.temperature = nnx.Param(jnp.ones(()))
     self.embed = Mlp(2 + width, width, width, rngs=rngs)
     self.pos = nnx.Param(0.02 * jax.random.normal(rngs.params(), (frames * keypoints, width)))
 
+  def _cell_coordinates(self):
+    """(h * w, s * s, 2): the (x, y) of each token's sub-cell centres; token centres as `grid_coordinates`."""
+    (h, w), s = self.grid, self.subcells
+    step = jnp.asarray([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)])  # distance between token centres
+    frac = (jnp.arange(s) + 0.5) / s - 0.5  # sub-cell centres within a token, in token spacings
+    sy, sx = jnp.meshgrid(frac, frac, indexing="ij")
+    within = jnp.stack([sx.ravel(), sy.ravel()], axis=-1) * step  # (s * s, 2)
+    return grid_coordinates(h, w)[:, None] + within[None]
+
   def points(self, tokens):
     """(B, F * h * w, D) -> ((B, F, K, 2) keypoint positions in [-1, 1], (B, F, K, D) pooled features)."""
     b, n, d = tokens.shape
-    (h, w), k, f = self.grid, self.keypoints, self.frames
+    (h, w), k, f, s = self.grid, self.keypoints, self.frames, self.subcells
     if n != f * h * w:
       raise ValueError(f"TokenKeypoints: {n} tokens, expected {f} frames x {h} x {w}")
     x = tokens.reshape(b * f, h * w, d)
-    out = self.score(x).reshape(b * f, h * w, k, 3)
-    spacing = jnp.asarray([1.0 / max(w - 1, 1), 1.0 / max(h - 1, 1)])  # half the distance between centres
-    coords = grid_coordinates(h, w)[None, :, None] + jnp.tanh(out[..., 1:]) * spacing
-    points, attn = soft_argmax(out[..., 0], coords, self.temperature.value)
+    if s == 1:
+      out = self.score(x).reshape(b * f, h * w, k, 3)
+      spacing = jnp.asarray([1.0 / max(w - 1, 1), 1.0 / max(h - 1, 1)])  # half the distance between centres
+      coords = grid_coordinates(h, w)[None, :, None] + jnp.tanh(out[..., 1:]) * spacing
+      points, attn = soft_argmax(out[..., 0], coords, self.temperature.value)
+    else:  # (B F, h w, K, s s) scores -> one softmax over the frame's h w s s sub-cells
+      scores = self.score(x).reshape(b * f, h * w, k, s * s).transpose(0, 1, 3, 2).reshape(b * f, -1, k)
+      points, attn = soft_argmax(scores, self._cell_coordinates().reshape(-1, 2), self.temperature.value)
+      attn = attn.reshape(b * f, h * w, s * s, k).sum(axis=2)  # a token's weight: its sub-cells' sum
     pooled = jnp.einsum("bnk,bnd->bkd", attn, x)
     return points.reshape(b, f, k, 2), pooled.reshape(b, f, k, d)
 

@@ -95,7 +95,8 @@ def _factory(config, action_dim: int, num_embodiments: int, image_size: int):
                       mapped_weight=m.mapped_weight, tau_v_inference_fraction=m.get("tau_v_inference_fraction", 0.0),
                       feature_mlp=m.get("feature_mlp", False), privileged_dim=m.get("privileged_dim", 0),
                       privileged_aux=m.get("privileged_aux", 0.0),
-                      privileged_feed=m.get("privileged_feed", False), keypoints=m.get("keypoints", 0))
+                      privileged_feed=m.get("privileged_feed", False), keypoints=m.get("keypoints", 0),
+                      keypoint_subcells=m.get("keypoint_subcells", 1))
   return functools.partial(vam.VideoActionModel, cfg)
 
 

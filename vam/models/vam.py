@@ -52,6 +52,8 @@ class VamConfig:
   # Spatial-softmax keypoints per frame over the features' token grid (layers.TokenKeypoints), appended to the
   # decoder's memory (0: off): a localising readout, which cross-attention over 16 coarse tokens is not.
   keypoints: int = 0
+  # How each keypoint is placed within a token: 1 = a learned offset; s > 1 = scores over s x s sub-cells
+  keypoint_subcells: int = 1
 
 
 class VideoActionModel(nnx.Module):
@@ -74,7 +76,7 @@ class VideoActionModel(nnx.Module):
     # linearly, and what a small frozen model's tokens know about a 3-pixel ball is not linear in them.
     self.feature_mlp = layers.Mlp(width, 2 * width, width, rngs=rngs) if cfg.feature_mlp else None
     self.keypoints = (layers.TokenKeypoints(width, cfg.keypoints, cfg.video.dit.frames, cfg.video.dit.grid,
-                                            rngs=rngs)
+                                            subcells=cfg.keypoint_subcells, rngs=rngs)
                       if cfg.keypoints > 0 else None)
     self.decoder = action_decoder.ActionDecoder(cfg.decoder, rngs=rngs)
     if cfg.privileged_feed and cfg.privileged_aux <= 0:
