@@ -109,8 +109,25 @@ def test_watch_evaluates_new_checkpoints_and_skips_partial_ones(tiny_data_dir, t
   finally:
     watcher.kill()
   assert watcher.returncode == 0, stderr[-3000:]
-  steps = [e["step"] for e in json.load(open(os.path.join(out, "report.json")))["evaluations"]]
-  assert steps == [2, 4]
+  evaluations = json.load(open(os.path.join(out, "report.json")))["evaluations"]
+  assert [e["step"] for e in evaluations] == [2, 4]
+  import xml.etree.ElementTree as ET  # pylint: disable=g-import-not-at-top
+  root = ET.parse(os.path.join(out, "success_vs_step.svg")).getroot()  # written once two steps are in
+  series = {(c["embodiment"], c["task"]) for c in evaluations[-1]["cells"]}
+  assert len(root.findall("{http://www.w3.org/2000/svg}polyline")) == len(series) > 0
+
+
+def test_success_curves_pool_modes_and_splits_per_embodiment_and_task():
+  from vam.eval import report
+  cell = lambda e, t, m, wins, n: dict(embodiment=e, task=t, mode=m, split="train", successes=wins, episodes=n)
+  evaluations = [dict(step=20, cells=[cell("arm6", "push", "easy", 3, 4), cell("arm6", "push", "hard", 1, 4),
+                                      cell("gantry", "push", "easy", 0, 4)]),
+                 dict(step=10, cells=[cell("arm6", "push", "easy", 0, 4), cell("arm6", "push", "hard", 0, 4),
+                                      cell("gantry", "push", "easy", 2, 4)])]
+  curves = report.success_curves(evaluations)
+  assert curves == {("arm6", "push"): [(10, 0.0, 8), (20, 0.5, 8)], ("gantry", "push"): [(10, 0.5, 4), (20, 0.0, 4)]}
+  assert report.success_curves_svg(evaluations[:1]) is None  # one step: no curve to draw
+  assert report.success_curves_svg(evaluations).count("<polyline") == 2
 
 
 def test_workdir_without_checkpoints(tmp_path):

@@ -97,6 +97,11 @@ def _write(out: str, restored, evaluation: dict) -> dict:
   rep["workdir"] = restored.workdir
   report.write_json(rep, path)
   report.write_html(rep, os.path.join(out, "report.html"))
+  curves = report.success_curves_svg(rep["evaluations"]) if "cells" in evaluation else None
+  if curves:  # success per (embodiment, task) versus step, for a README or a paper
+    with open(os.path.join(out, "success_vs_step.svg.tmp"), "w") as f:
+      f.write(curves)
+    os.replace(os.path.join(out, "success_vs_step.svg.tmp"), os.path.join(out, "success_vs_step.svg"))
   _tensorboard(out, evaluation)
   return rep
 

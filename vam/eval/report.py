@@ -119,6 +119,65 @@ def _plot(evaluations) -> str:
                    (f"step {s0}", f"step {s1}"), 1.0, "#36c", lambda i: f"step {pts[i][0]}: {pts[i][1]:.2f}")
 
 
+TASK_COLOURS = ("#36c", "#c63", "#393", "#939", "#999", "#c93")  # one per task, in order of appearance
+EMBODIMENT_DASHES = ("", "6 4", "2 3", "10 3 2 3")  # one per embodiment
+
+
+def success_curves(evaluations) -> dict[tuple[str, str], list[tuple[int, float, int]]]:
+  """{(embodiment, task): [(step, success rate, episodes), ...]} over the evaluated steps, modes and splits
+  pooled; steps in increasing order."""
+  curves = {}
+  for e in sorted(evaluations, key=lambda e: e["step"]):
+    pooled = {}
+    for c in e.get("cells", []):
+      k = pooled.setdefault((c["embodiment"], c["task"]), [0, 0])
+      k[0] += c["successes"]
+      k[1] += c["episodes"]
+    for key, (wins, n) in pooled.items():
+      curves.setdefault(key, []).append((e["step"], wins / max(n, 1), n))
+  return curves
+
+
+def success_curves_svg(evaluations, title: str = "Success versus training step") -> str | None:
+  """A standalone SVG: success rate (0-1) against checkpoint step, one line per (embodiment, task) -- colour
+  by task, dash by embodiment -- with a legend and a tick at every evaluated step. None below two steps."""
+  curves = success_curves(evaluations)
+  steps = sorted({s for pts in curves.values() for s, _, _ in pts})
+  if len(steps) < 2:
+    return None
+  tasks = list(dict.fromkeys(t for _, t in curves))
+  embodiments = list(dict.fromkeys(e for e, _ in curves))
+  w, h, left, right, top, bottom = 640, 300, 48, 150, 30, 40
+  x = lambda s: left + (w - left - right) * (s - steps[0]) / (steps[-1] - steps[0])
+  y = lambda r: top + (h - top - bottom) * (1.0 - r)
+  out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">',
+         f'<rect width="{w}" height="{h}" fill="white"/>',
+         f'<text x="{left}" y="18" font-size="13">{html.escape(title)}</text>']
+  for r in (0.0, 0.25, 0.5, 0.75, 1.0):
+    out.append(f'<line x1="{left}" x2="{w - right}" y1="{y(r):.1f}" y2="{y(r):.1f}" stroke="#ddd"/>'
+               f'<text x="{left - 6}" y="{y(r) + 4:.1f}" text-anchor="end">{r:g}</text>')
+  for s in steps:
+    out.append(f'<text x="{x(s):.1f}" y="{h - bottom + 14}" text-anchor="middle">{s}</text>')
+  out.append(f'<text x="{(left + w - right) / 2:.0f}" y="{h - 6}" text-anchor="middle">training step</text>')
+  for (emb, task), pts in curves.items():
+    colour = TASK_COLOURS[tasks.index(task) % len(TASK_COLOURS)]
+    dash = EMBODIMENT_DASHES[embodiments.index(emb) % len(EMBODIMENT_DASHES)]
+    line = " ".join(f"{x(s):.1f},{y(r):.1f}" for s, r, _ in pts)
+    out.append(f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="2"'
+               + (f' stroke-dasharray="{dash}"' if dash else "") + f'><title>{emb} {task}</title></polyline>')
+    out.extend(f'<circle cx="{x(s):.1f}" cy="{y(r):.1f}" r="2.5" fill="{colour}"><title>{emb} {task}, step {s}: '
+               f'{r:.2f} (n={n})</title></circle>' for s, r, n in pts)
+  for i, (emb, task) in enumerate(curves):
+    colour = TASK_COLOURS[tasks.index(task) % len(TASK_COLOURS)]
+    dash = EMBODIMENT_DASHES[embodiments.index(emb) % len(EMBODIMENT_DASHES)]
+    ly = top + 14 * i
+    out.append(f'<line x1="{w - right + 10}" x2="{w - right + 36}" y1="{ly}" y2="{ly}" stroke="{colour}" '
+               f'stroke-width="2"' + (f' stroke-dasharray="{dash}"' if dash else "") + "/>"
+               f'<text x="{w - right + 40}" y="{ly + 4}">{html.escape(emb)} {html.escape(task)}</text>')
+  out.append("</svg>")
+  return "".join(out)
+
+
 def success_table(cells) -> str:
   cols = list(dict.fromkeys((c["mode"], c["split"]) for c in cells))
   rows = list(dict.fromkeys((c["embodiment"], c["task"]) for c in cells))
@@ -181,7 +240,8 @@ def _policy_html(latest: dict, report: dict) -> list[str]:
   parts = [f"<h1>vam evaluation: {html.escape(report.get('workdir', ''))}</h1>",
            f"<p>step {latest['step']}; mean success {latest['means']['overall']:.3f}; "
            f"{sum(c['episodes'] for c in latest['cells'])} episodes; {latest['eval_seconds']:.0f} s</p>",
-           "<h2>Success rate [95% Wilson interval]</h2>", success_table(latest["cells"]), _plot(report["evaluations"])]
+           "<h2>Success rate [95% Wilson interval]</h2>", success_table(latest["cells"]), _plot(report["evaluations"]),
+           success_curves_svg(report["evaluations"]) or ""]
   if latest.get("offline"):
     ref = lambda v, k, unit: f"<td>{v[k + unit]:.4f}</td>" if k + unit in v else "<td></td>"
     rows = "".join(f"<tr><td>{k}</td><td>{v['rmse_normalised']:.4f}</td>{ref(v, 'hold_', 'rmse_normalised')}"
