@@ -159,21 +159,17 @@ def success_curves_svg(evaluations, title: str = "Success versus training step")
   for s in steps:
     out.append(f'<text x="{x(s):.1f}" y="{h - bottom + 14}" text-anchor="middle">{s}</text>')
   out.append(f'<text x="{(left + w - right) / 2:.0f}" y="{h - 6}" text-anchor="middle">training step</text>')
-  for (emb, task), pts in curves.items():
+  for i, ((emb, task), pts) in enumerate(curves.items()):
     colour = TASK_COLOURS[tasks.index(task) % len(TASK_COLOURS)]
     dash = EMBODIMENT_DASHES[embodiments.index(emb) % len(EMBODIMENT_DASHES)]
-    line = " ".join(f"{x(s):.1f},{y(r):.1f}" for s, r, _ in pts)
-    out.append(f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="2"'
-               + (f' stroke-dasharray="{dash}"' if dash else "") + f'><title>{emb} {task}</title></polyline>')
-    out.extend(f'<circle cx="{x(s):.1f}" cy="{y(r):.1f}" r="2.5" fill="{colour}"><title>{emb} {task}, step {s}: '
+    stroke = f'stroke="{colour}" stroke-width="2"' + (f' stroke-dasharray="{dash}"' if dash else "")
+    name, line = html.escape(f"{emb} {task}"), " ".join(f"{x(s):.1f},{y(r):.1f}" for s, r, _ in pts)
+    out.append(f'<polyline points="{line}" fill="none" {stroke}><title>{name}</title></polyline>')
+    out.extend(f'<circle cx="{x(s):.1f}" cy="{y(r):.1f}" r="2.5" fill="{colour}"><title>{name}, step {s}: '
                f'{r:.2f} (n={n})</title></circle>' for s, r, n in pts)
-  for i, (emb, task) in enumerate(curves):
-    colour = TASK_COLOURS[tasks.index(task) % len(TASK_COLOURS)]
-    dash = EMBODIMENT_DASHES[embodiments.index(emb) % len(EMBODIMENT_DASHES)]
-    ly = top + 14 * i
-    out.append(f'<line x1="{w - right + 10}" x2="{w - right + 36}" y1="{ly}" y2="{ly}" stroke="{colour}" '
-               f'stroke-width="2"' + (f' stroke-dasharray="{dash}"' if dash else "") + "/>"
-               f'<text x="{w - right + 40}" y="{ly + 4}">{html.escape(emb)} {html.escape(task)}</text>')
+    ly = top + 14 * i  # its legend entry
+    out.append(f'<line x1="{w - right + 10}" x2="{w - right + 36}" y1="{ly}" y2="{ly}" {stroke}/>'
+               f'<text x="{w - right + 40}" y="{ly + 4}">{name}</text>')
   out.append("</svg>")
   return "".join(out)
 
