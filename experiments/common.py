@@ -87,7 +87,8 @@ def vam_model(tiny: bool, video_workdir: str = "out/demo/video") -> ml_collectio
   # and halves its state-estimate error (3.7 -> 1.9 cm); results/vam_keypoints.json.
   m.keypoints = 2 if tiny else 8
   # Within-token placement: 1 = a learned offset; s > 1 = s x s scored sub-cells per token (a 16 x 16 score map
-  # at 4). A fresh keypoint probe on block 3 put the target 2.5 cm off with offsets, 2.8 with 4 x 4 sub-cells.
+  # at 4). A fresh keypoint probe on block 3 put the target 2.5 cm off with offsets, 2.8 with 4 x 4 sub-cells
+  # (results/push_budget.json `keypoint_probe_subcells`).
   m.keypoint_subcells = 1
   privileged_probe(m, 0.0)
   m.proprio_dropout = 0.2

@@ -127,7 +127,12 @@ def test_success_curves_pool_modes_and_splits_per_embodiment_and_task():
   curves = report.success_curves(evaluations)
   assert curves == {("arm6", "push"): [(10, 0.0, 8), (20, 0.5, 8)], ("gantry", "push"): [(10, 0.5, 4), (20, 0.0, 4)]}
   assert report.success_curves_svg(evaluations[:1]) is None  # one step: no curve to draw
-  assert report.success_curves_svg(evaluations).count("<polyline") == 2
+  import xml.etree.ElementTree as ET  # pylint: disable=g-import-not-at-top
+  evaluations[0]["cells"].append(cell("gantry", "a<b&c", "easy", 1, 2))  # names are escaped
+  evaluations[1]["cells"].append(cell("gantry", "a<b&c", "easy", 1, 0))  # no episodes: no point
+  root = ET.fromstring(report.success_curves_svg(evaluations))
+  assert len(root.findall("{http://www.w3.org/2000/svg}polyline")) == 3
+  assert report.success_curves(evaluations)[("gantry", "a<b&c")] == [(20, 0.5, 2)]
 
 
 def test_workdir_without_checkpoints(tmp_path):

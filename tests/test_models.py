@@ -165,24 +165,33 @@ def test_token_keypoints_find_the_token_that_stands_out():
 
 
 def test_token_keypoints_subcells_place_a_keypoint_within_its_token():
-  """`subcells` = s: each token scores an s x s sub-grid; the soft-argmax lands on the standing-out sub-cell's
-  centre (a position the 4 x 4 token grid alone cannot express), and the pooled feature is that sub-cell's token."""
+  """`subcells` = s: each token scores an s x s sub-grid; per frame and keypoint the soft-argmax lands on the
+  standing-out sub-cell's centre (a position the 4 x 4 token grid alone cannot express), and the pooled feature
+  is that sub-cell's token."""
   from vam.models import layers
-  f, (h, w), d, s = 1, (4, 4), 8, 4
-  kp = layers.TokenKeypoints(d, 1, f, (h, w), subcells=s, rngs=nnx.Rngs(0))
-  kernel = np.zeros((d, s * s), np.float32)
-  kernel[0, 1 * s + 3] = 50.0  # feature 0 scores sub-cell (row 1, column 3) of its token
-  kp.score.kernel.value, kp.score.bias.value = jnp.asarray(kernel), jnp.zeros(s * s)
-  tokens = np.zeros((1, f * h * w, d), np.float32)
-  tokens[0, 2 * w + 1, 0] = 1.0  # the token at row 2, column 1
-  points, pooled = kp.points(jnp.asarray(tokens))
+  f, (h, w), d, s, k = 2, (4, 4), 8, 4, 2
+  kp = layers.TokenKeypoints(d, k, f, (h, w), subcells=s, rngs=nnx.Rngs(0))
+  kernel = np.zeros((d, k * s * s), np.float32)  # output channel: keypoint * s * s + sub-cell (row * s + column)
+  kernel[0, 0 * s * s + 1 * s + 3] = 50.0  # keypoint 0: feature 0 scores sub-cell (row 1, column 3)
+  kernel[1, 1 * s * s + 2 * s + 0] = 50.0  # keypoint 1: feature 1 scores sub-cell (row 2, column 0)
+  kp.score.kernel.value, kp.score.bias.value = jnp.asarray(kernel), jnp.zeros(k * s * s)
+  tokens = np.zeros((1, f, h * w, d), np.float32)
+  tokens[0, 0, 2 * w + 1, 0] = 1.0  # frame 0, keypoint 0: the token at row 2, column 1
+  tokens[0, 0, 0 * w + 3, 1] = 1.0  # frame 0, keypoint 1: row 0, column 3
+  tokens[0, 1, 3 * w + 2, 0] = 1.0  # frame 1, keypoint 0: row 3, column 2
+  points, pooled = kp.points(jnp.asarray(tokens.reshape(1, f * h * w, d)))
   step = 2 / 3  # between token centres
-  expect = [-1 + 1 * step + (3.5 / s - 0.5) * step, -1 + 2 * step + (1.5 / s - 0.5) * step]
-  np.testing.assert_allclose(np.asarray(points[0, 0, 0]), expect, atol=1e-3)
-  np.testing.assert_allclose(np.asarray(pooled[0, 0, 0]), tokens[0, 2 * w + 1], atol=1e-3)
-  cells = np.asarray(kp._cell_coordinates()).reshape(-1, 2)  # every sub-cell centre distinct, token-ordered
-  assert len(np.unique(np.round(cells, 5), axis=0)) == h * w * s * s
-  assert kp(jnp.asarray(tokens)).shape == (1, f, d)
+  at = lambda row, col, sub_row, sub_col: [-1 + col * step + ((sub_col + 0.5) / s - 0.5) * step,
+                                           -1 + row * step + ((sub_row + 0.5) / s - 0.5) * step]
+  np.testing.assert_allclose(np.asarray(points[0, 0, 0]), at(2, 1, 1, 3), atol=1e-3)
+  np.testing.assert_allclose(np.asarray(points[0, 0, 1]), at(0, 3, 2, 0), atol=1e-3)
+  np.testing.assert_allclose(np.asarray(points[0, 1, 0]), at(3, 2, 1, 3), atol=1e-3)
+  np.testing.assert_allclose(np.asarray(pooled[0, 0, 0]), tokens[0, 0, 2 * w + 1], atol=1e-3)
+  np.testing.assert_allclose(np.asarray(pooled[0, 1, 0]), tokens[0, 1, 3 * w + 2], atol=1e-3)
+  cells = np.asarray(kp._cell_coordinates())  # (h w, s s, 2): each token's sub-cells centred on the token
+  np.testing.assert_allclose(cells.mean(axis=1), np.asarray(layers.grid_coordinates(h, w)), atol=1e-6)
+  assert len(np.unique(np.round(cells.reshape(-1, 2), 5), axis=0)) == h * w * s * s
+  assert kp(jnp.asarray(tokens.reshape(1, -1, d))).shape == (1, f * k, d)
   with pytest.raises(ValueError, match="subcells"):
     layers.TokenKeypoints(d, 1, f, (h, w), subcells=0, rngs=nnx.Rngs(0))
 

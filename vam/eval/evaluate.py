@@ -99,9 +99,10 @@ def _write(out: str, restored, evaluation: dict) -> dict:
   report.write_html(rep, os.path.join(out, "report.html"))
   curves = report.success_curves_svg(rep["evaluations"]) if "cells" in evaluation else None
   if curves:  # success per (embodiment, task) versus step, for a README or a paper
-    with open(os.path.join(out, "success_vs_step.svg.tmp"), "w") as f:
+    svg = os.path.join(out, "success_vs_step.svg")
+    with open(svg + ".tmp", "w") as f:
       f.write(curves)
-    os.replace(os.path.join(out, "success_vs_step.svg.tmp"), os.path.join(out, "success_vs_step.svg"))
+    os.replace(svg + ".tmp", svg)
   _tensorboard(out, evaluation)
   return rep
 

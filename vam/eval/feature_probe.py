@@ -156,6 +156,10 @@ def main(argv=None) -> int:
   parser.add_argument("--windows", type=int, default=512, help="held-out windows measured")
   parser.add_argument("--out", default=None, help="JSON file (default: WORKDIR/eval/feature_probe.json)")
   args = parser.parse_args(argv)
+  if args.subcells != 1 and args.readout != "keypoints":
+    parser.error(f"--subcells {args.subcells} applies to --readout keypoints only (got --readout {args.readout})")
+  if args.subcells < 1:
+    parser.error(f"--subcells {args.subcells} must be >= 1")
   restored = restore.load(args.workdir, args.step)
   restored.config.data.mixture = {args.dataset: 1.0}
   data_dir = args.data_dir or restored.config.data_dir

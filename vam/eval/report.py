@@ -134,7 +134,8 @@ def success_curves(evaluations) -> dict[tuple[str, str], list[tuple[int, float, 
       k[0] += c["successes"]
       k[1] += c["episodes"]
     for key, (wins, n) in pooled.items():
-      curves.setdefault(key, []).append((e["step"], wins / max(n, 1), n))
+      if n:  # a cell with no episodes has no rate to draw
+        curves.setdefault(key, []).append((e["step"], wins / n, n))
   return curves
 
 
@@ -156,7 +157,7 @@ def success_curves_svg(evaluations, title: str = "Success versus training step")
   for r in (0.0, 0.25, 0.5, 0.75, 1.0):
     out.append(f'<line x1="{left}" x2="{w - right}" y1="{y(r):.1f}" y2="{y(r):.1f}" stroke="#ddd"/>'
                f'<text x="{left - 6}" y="{y(r) + 4:.1f}" text-anchor="end">{r:g}</text>')
-  for s in steps:
+  for s in steps[::max(1, math.ceil(len(steps) / 8))]:  # at most ~8 step labels, so they never overlap
     out.append(f'<text x="{x(s):.1f}" y="{h - bottom + 14}" text-anchor="middle">{s}</text>')
   out.append(f'<text x="{(left + w - right) / 2:.0f}" y="{h - 6}" text-anchor="middle">training step</text>')
   for i, ((emb, task), pts) in enumerate(curves.items()):

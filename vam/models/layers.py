@@ -216,7 +216,8 @@ class TokenKeypoints(nnx.Module):
     return grid_coordinates(h, w)[:, None] + within[None]
 
   def points(self, tokens):
-    """(B, F * h * w, D) -> ((B, F, K, 2) keypoint positions in [-1, 1], (B, F, K, D) pooled features)."""
+    """(B, F * h * w, D) -> ((B, F, K, 2) keypoint positions, (B, F, K, D) pooled features). Positions: token
+    centres span [-1, 1]; a keypoint may sit up to half a token spacing beyond, within an edge token."""
     b, n, d = tokens.shape
     (h, w), k, f, s = self.grid, self.keypoints, self.frames, self.subcells
     if n != f * h * w:
