@@ -97,12 +97,7 @@ def _write(out: str, restored, evaluation: dict) -> dict:
   rep["workdir"] = restored.workdir
   report.write_json(rep, path)
   report.write_html(rep, os.path.join(out, "report.html"))
-  curves = report.success_curves_svg(rep["evaluations"]) if "cells" in evaluation else None
-  if curves:  # success per (embodiment, task) versus step, for a README or a paper
-    svg = os.path.join(out, "success_vs_step.svg")
-    with open(svg + ".tmp", "w") as f:
-      f.write(curves)
-    os.replace(svg + ".tmp", svg)
+  report.write_curves_svg(rep, os.path.join(out, "success_vs_step.svg"))  # a standalone figure of the above
   _tensorboard(out, evaluation)
   return rep
 

@@ -61,11 +61,15 @@ def add(report: dict, evaluation: dict) -> dict:
   return report
 
 
-def write_json(report: dict, path: str) -> None:
+def _write_text(path: str, text: str) -> None:
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
-    json.dump(report, f, indent=1)
-  os.replace(tmp, path)  # readers never see a half-written report
+    f.write(text)
+  os.replace(tmp, path)  # readers never see a half-written file
+
+
+def write_json(report: dict, path: str) -> None:
+  _write_text(path, json.dumps(report, indent=1))
 
 
 # ---- videos -----------------------------------------------------------------------------------------------
@@ -227,10 +231,17 @@ def write_html(report: dict, path: str) -> None:
                    for v in latest["videos"])
     parts.append(f'<h2>Videos</h2><div style="display:flex;flex-wrap:wrap">{vids}</div>')
   style = "<style>body{font-family:sans-serif} td,th{border:1px solid #ccc;padding:3px 6px} table{border-collapse:collapse}</style>"
-  with open(path + ".tmp", "w") as f:
-    f.write(f"<!doctype html><html><head><meta charset='utf-8'><title>vam eval</title>{style}</head><body>"
-            + "".join(parts) + "</body></html>")
-  os.replace(path + ".tmp", path)
+  _write_text(path, f"<!doctype html><html><head><meta charset='utf-8'><title>vam eval</title>{style}</head><body>"
+              + "".join(parts) + "</body></html>")
+
+
+def write_curves_svg(report: dict, path: str) -> bool:
+  """Writes `success_curves_svg` of the report's evaluations to `path`; False (nothing written) below two
+  evaluated steps or for a report without success cells (a video run's)."""
+  svg = success_curves_svg(report["evaluations"])
+  if svg:
+    _write_text(path, svg)
+  return bool(svg)
 
 
 def _policy_html(latest: dict, report: dict) -> list[str]:
