@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 OUT    ?= out/demo
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo data stage1 video video-eval test test-fast bench ladder long clean
+.PHONY: setup demo data stage1 video video-eval test test-fast bench ladder long video-horizon demos clean
 
 setup: $(STAMP)
 
@@ -88,6 +88,18 @@ long: setup
 	    --data_dir $(LONG)/data
 	$(BIN)/python -m vam.train --config experiments/long.py --workdir $(LONG)/baseline --config.data_dir=$(LONG)/data
 	$(BIN)/python -m vam.eval --workdir $(LONG)/baseline --watch --watch_timeout=60
+
+# Does stage 1 learn dynamics? (README "Does the video model predict?", ~75 min on 2 CPU cores): the video model
+# at frame strides 1-8 and on a smaller autoencoder, each scored by horizon against copy-last-frame.
+VH ?= out/v15
+video-horizon: setup
+	$(BIN)/python experiments/video_horizon.py --data_dir $(LONG)/data --out $(VH)
+
+# Success against demos per task, the VAM (on the stride-4 video model of `make video-horizon`) and the baseline.
+demos: setup
+	test -d $(OUT)/data/sim_robot || $(MAKE) data
+	$(BIN)/python -m vam.train.latents --autoencoder $(VH)/autoencoder --data_dir $(OUT)/data
+	$(BIN)/python experiments/demos.py --data_dir $(OUT)/data --video_workdir $(VH)/stride4 --out out/demos
 
 clean:
 	rm -rf out bench_results .pytest_cache

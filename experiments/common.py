@@ -19,6 +19,9 @@ def data(context_frames: int = 2, future_frames: int = 0, mixture=None) -> ml_co
   d.embodiments = ["human_hand", "arm6", "gantry"]  # the unified action space's slots, in order
   d.context_frames = context_frames  # H_o (latent frames for video models)
   d.future_frames = future_frames  # H_f (the video model's targets; 0 for policies)
+  # Latent frames are temporal_factor * frame_stride control steps apart (10 Hz): > 1 gives the video model a
+  # longer horizon from as many frames (vam/input/windows.py); a VAM adopts its video model's.
+  d.frame_stride = 1
   d.action_horizon = 16  # H_a (the closed loop executes eval.replan_every of them)
   d.proprio_dim = 17  # the widest proprio in the mixture (arm6: 17)
   d.norm_mode = "quantile"  # quantile | mean_std (vam/embodiment.py Normalizer)
@@ -29,6 +32,7 @@ def data(context_frames: int = 2, future_frames: int = 0, mixture=None) -> ml_co
   # (a pushed block slid off the pusher's line: lift, go round, push again) is a second mode from the same
   # states, which small policies blur into hovering.
   d.max_restarts = -1
+  d.demos_per_task = 0  # > 0: only the first N episodes of each (embodiment, task) (experiments/demos.py)
   d.balance = "task"  # task: every (embodiment, task) of a dataset equally likely | window: by episode length
   # task -> relative share of its (embodiment, task) groups under balance='task'; e.g. task_weights.push=3.0
   d.task_weights = {t: 1.0 for t in tasks.TASKS}

@@ -62,6 +62,34 @@ def test_expert_scores_high_and_random_low():
 
 
 @pytest.mark.slow
+def test_rollout_shows_an_agent_frames_its_stride_apart():
+  """An agent trained on windows `frame_stride` steps apart sees, at each plan, frames t - (H_o - 1 - j) * s
+  (the reset frame standing in before the episode's start) -- the same spacing as its training windows."""
+  import dataclasses
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from vam.eval import agents, closed_loop
+  runner = closed_loop.Runner("arm6", num_envs=2, image_size=64, camera="front")
+  base, seen = agents.random(runner.env, replan_every=2), []
+
+  def plan(params, carry, state, frames, instruction, rng):
+    jax.debug.callback(lambda f: seen.append(np.asarray(f)), frames, ordered=True)
+    return base.plan(params, carry, state, frames, instruction, rng)
+
+  agent = dataclasses.replace(base, plan=plan, context_frames=3, frame_stride=3)
+  state = runner.reset("easy", "train", jnp.stack([jax.random.PRNGKey(i) for i in range(2)]), jnp.zeros(2, jnp.int32))
+  instruction = jnp.zeros((2, 96), jnp.uint8)
+  _, frames, _, _ = closed_loop.rollout(runner.env, agent, 10, True, {}, state, instruction, jax.random.PRNGKey(0))
+  frames = np.asarray(frames)  # (T + 1, B, H, W, 3): the reset frame, then after each step
+  assert len(seen) == 5 and not np.array_equal(frames[0], frames[-1])
+  for i, got in enumerate(seen):
+    t = 2 * i  # the plan at step t sees frames t - 6, t - 3, t
+    want = np.stack([frames[max(t - 3 * (2 - j), 0)] for j in range(3)], axis=1)
+    np.testing.assert_array_equal(got, want, err_msg=f"plan {i}")
+
+
+@pytest.mark.slow
 def test_eval_restores_in_a_separate_process_and_writes_the_report(trained, tmp_path):
   out = str(tmp_path / "eval")
   proc = _eval_cli("--workdir", trained, "--out", out, *SMALL_EVAL)
@@ -178,10 +206,18 @@ def test_side_by_side_videos_keep_the_predictions_brightness(tmp_path, monkeypat
   rng = np.random.default_rng(0)
   real = rng.integers(0, 256, (1, 2, 8, 8, 3), dtype=np.uint8)
   host = dict(images=real, instruction=np.stack([windows.encode_instruction("push the red block")]))
-  video._side_by_side(host, (real, video._unit(real)), "autoencoder", 0, str(tmp_path), 1)
+  video._side_by_side(host, [("real", real), ("reconstructed", video._unit(real))], "autoencoder", 0, str(tmp_path), 1)
   frames = captured["f"]  # (T, H, 2W, 3): [real | reconstructed]
   assert frames.shape == (2, 8, 16, 3)
   np.testing.assert_array_equal(frames[..., 8:, :], frames[..., :8, :])
+  # A video model's: the context frames repeated across the panels, then [real | mean | copy last].
+  host["images"] = rng.integers(0, 256, (1, 2, 8, 8, 3), dtype=np.uint8)
+  made = video._side_by_side(host, [("real", real), ("mean", video._unit(real)), ("copy last", real)], "video_dit",
+                             0, str(tmp_path), 1)
+  frames = captured["f"]
+  assert frames.shape == (4, 8, 24, 3) and "real | mean | copy last" in made[0]["label"]
+  np.testing.assert_array_equal(frames[0, :, 16:], host["images"][0, 0])
+  np.testing.assert_array_equal(frames[2:, :, 8:16], real[0])
 
 
 def _push_trace(pusher_xy, pusher_z, block_xy, target=(0.2, 0.0)):

@@ -1,5 +1,6 @@
 """Input pipeline: windows and masks at episode boundaries, normalisation round trip, determinism, mixture."""
 
+import collections
 import os
 
 import numpy as np
@@ -50,6 +51,34 @@ def test_window_shapes_and_boundary_masks(data_dir):
   np.testing.assert_allclose(tail["actions"][:, joints], np.repeat(held[:1, joints], 6, 0), atol=1e-6)
 
 
+def test_frame_stride_spaces_latent_frames_and_their_masks():
+  """Latent frames tf * frame_stride steps apart: groups of tf consecutive frames ending at t - j*d and t + j*d
+  (clamped at the episode's ends), stored latents of the groups' last steps, masks of groups in the episode."""
+  T = 20
+  ep = dict(images=np.arange(T, dtype=np.uint8)[:, None, None, None] * np.ones((1, 4, 4, 3), np.uint8),
+            latents=np.arange(T, dtype=np.float32)[:, None, None, None] * np.ones((1, 2, 2, 1), np.float32),
+            action=np.zeros((T, 7), np.float32), state=np.zeros((T, 17), np.float32), embodiment="arm6",
+            eef=np.tile(np.array([0, 0, 0, 1, 0, 0, 0, 1, 0], np.float32), (T, 1)), instruction="reach")
+  ep["eef_target"] = ep["eef"]
+  space = embodiment_lib.ActionSpace(("arm6",))
+  ones, zeros = lambda *s: {"arm6": np.ones(s, np.float32)}, lambda *s: {"arm6": np.zeros(s, np.float32)}
+  norm = embodiment_lib.Normalizer(space, 17, "mean_std", zeros(4, space.dim), ones(4, space.dim), zeros(17), ones(17))
+  frame = lambda w, k: w[k][:, 0, 0, 0].tolist()
+  w = windows.make_window(ep, 10, windows.WindowSpec(2, 3, 4, 17, frame_stride=4), space, norm)
+  assert frame(w, "images") == [6, 10] and frame(w, "future_images") == [14, 18, 19]
+  assert w["context_latents"][:, 0, 0, 0].tolist() == [6, 10] and w["future_latents"][:, 0, 0, 0].tolist() == [14, 18, 19]
+  assert w["future_mask"].tolist() == [True, True, False] and w["image_mask"].tolist() == [True, True]
+  # tf = 2, stride 2: groups of 2 frames, 4 steps apart.
+  w = windows.make_window(ep, 5, windows.WindowSpec(2, 2, 4, 17, temporal_factor=2, frame_stride=2), space, norm)
+  assert frame(w, "images") == [0, 1, 4, 5] and frame(w, "future_images") == [8, 9, 12, 13]
+  assert w["image_mask"].tolist() == [True, True]
+  w = windows.make_window(ep, 2, windows.WindowSpec(2, 1, 4, 17, temporal_factor=2, frame_stride=2), space, norm)
+  assert frame(w, "images") == [0, 0, 1, 2] and w["image_mask"].tolist() == [False, True]
+  # Stride 1 is the back-to-back layout.
+  w = windows.make_window(ep, 5, windows.WindowSpec(3, 2, 4, 17), space, norm)
+  assert frame(w, "images") == [3, 4, 5] and frame(w, "future_images") == [6, 7]
+
+
 @pytest.mark.slow
 def test_normalisation_round_trip_exact(data_dir):
   p = _pipeline(data_dir)
@@ -62,6 +91,21 @@ def test_normalisation_round_trip_exact(data_dir):
     np.testing.assert_allclose(back[mask], chunk[mask], rtol=1e-5, atol=1e-6)
   normed = p.normalizer.normalize_actions("arm6", chunk)[mask]
   assert np.abs(normed).max() < 5  # quantile scaling keeps the data near [-1, 1]
+
+
+@pytest.mark.slow
+def test_demos_per_task_keeps_the_first_n_of_each_embodiment_and_task(data_dir):
+  src = _pipeline(data_dir).sources[0]
+  groups = lambda ws: collections.Counter((ws.episodes.embodiment[e], ws.episodes.task[e])
+                                          for e in np.unique(ws.index[:, 0]))
+  full = groups(src)
+  assert len(full) >= 2 and min(full.values()) >= 2  # tiny: each robot x task has 2 demos
+  one = pipeline.WindowSource(src.episodes, SPEC, src.space, src.normalizer, 0, demos_per_task=1)
+  assert groups(one) == {g: 1 for g in full}
+  firsts = {}
+  for e in range(len(src.episodes.lengths)):
+    firsts.setdefault((src.episodes.embodiment[e], src.episodes.task[e]), e)
+  assert set(np.unique(one.index[:, 0])) == set(firsts.values())
 
 
 @pytest.mark.slow

@@ -99,11 +99,18 @@ def test_eval_on_video_and_autoencoder_workdirs(stage1, tmp_path):
     v = rep["evaluations"][-1]["video"]
     assert 0 < v["reconstruction_psnr"] < 100 and -1 <= v["reconstruction_ssim"] <= 1
     if name == "video":
-      assert {"predicted_psnr", "copy_last_psnr", "predicted_ssim", "copy_last_ssim"} <= set(v)
+      assert {"predicted_psnr", "copy_last_psnr", "predicted_ssim", "copy_last_ssim", "copy_last_latent_psnr"} <= set(v)
+      h = v["by_horizon"]  # tiny: H_f = 2 latent frames of 1 frame, 1 and 2 steps ahead
+      assert h["steps_ahead"] == [1, 2] and len(h["predicted_mean_psnr"]) == 2 == len(h["mean_latent_mse"])
+      # The overall means pool the horizons' frames; copy-last drifts further from the future with the horizon.
+      assert min(h["copy_last_psnr"]) <= v["copy_last_psnr"] <= max(h["copy_last_psnr"])
+      assert h["copy_last_latent_mse"][1] >= h["copy_last_latent_mse"][0] > 0
+      assert v["mean_psnr_gain_at_longest"] == pytest.approx(h["predicted_mean_psnr"][-1] - h["copy_last_psnr"][-1])
       assert len(v["loss_by_tau"]) == 4 and all(np.isfinite(x) for x in v["loss_by_tau"].values())
       videos = rep["evaluations"][-1]["videos"]
       assert len(videos) == 2 and all(os.path.getsize(x["path"]) > 0 for x in videos)
     assert "PSNR" in open(out / "report.html").read()
+    assert ("By horizon" in open(out / "report.html").read()) == (name == "video")
 
 
 @pytest.mark.slow

@@ -4,7 +4,8 @@
 An agent is pure and jit-able:
     carry = agent.init(state)                                        # per-env memory (may be empty)
     carry, chunk = agent.plan(params, carry, state, frames, instruction, rng)
-with `state` the batched env State, `frames` (B, H_o, H, W, 3) uint8 (the newest last), `instruction`
+with `state` the batched env State, `frames` (B, H_o, H, W, 3) uint8 (the newest last; `frame_stride` steps
+apart, as the checkpoint's training windows), `instruction`
 (B, L) uint8 bytes; `chunk` (B, K, C) commands of the agent's `control` (vam/embodiment.py: `joints` = native
 actions, `eef` = end-effector pose targets for the differential-IK controller), of which the rollout executes
 `replan_every`.
@@ -30,6 +31,7 @@ class Agent:
   init: Callable[[Any], Any]
   plan: Callable[..., tuple[Any, jax.Array]]
   control: str = "joints"  # what the chunk's commands are (vam/embodiment.py CONTROLS)
+  frame_stride: int = 1  # control steps between the frames it sees (config.data.frame_stride)
 
 
 def learned(restored, embodiment: str, replan_every: int, sample_steps: int, control: str = "joints",
@@ -78,7 +80,8 @@ def learned(restored, embodiment: str, replan_every: int, sample_steps: int, con
     b = state.obs["state"].shape[0]
     return dict(plans=jnp.zeros((b, horizon, horizon, width), jnp.float32), valid=jnp.zeros((b, horizon), bool))
 
-  return Agent(f"policy(step {restored.step})", replan_every, cfg.data.context_frames, init, plan, control)
+  return Agent(f"policy(step {restored.step})", replan_every, cfg.data.context_frames, init, plan, control,
+               frame_stride=int(cfg.data.get("frame_stride", 1)))
 
 
 def from_eval_config(restored, embodiment: str, ec) -> Agent:

@@ -41,7 +41,9 @@ def rollout(env, agent, num_steps: int, record: bool, params, state, instruction
   k = agent.replan_every
   n_plans = math.ceil(num_steps / k)
   first = env.render(state)[:, 0]
-  history = jnp.repeat(first[:, None], agent.context_frames, axis=1)
+  # Every frame since the oldest the agent sees; it is shown every `frame_stride`-th, ending at the newest.
+  stride = agent.frame_stride
+  history = jnp.repeat(first[:, None], (agent.context_frames - 1) * stride + 1, axis=1)
 
   def act_and_step(carry, commands):
     state, history = carry
@@ -53,7 +55,8 @@ def rollout(env, agent, num_steps: int, record: bool, params, state, instruction
 
   def plan_and_execute(carry, i):
     state, history, agent_carry = carry
-    agent_carry, chunk = agent.plan(params, agent_carry, state, history, instruction, jax.random.fold_in(rng, i))
+    agent_carry, chunk = agent.plan(params, agent_carry, state, history[:, ::stride], instruction,
+                                    jax.random.fold_in(rng, i))
     (state, history), out = jax.lax.scan(act_and_step, (state, history), jnp.swapaxes(chunk[:, :k], 0, 1))
     return (state, history, agent_carry), out
 

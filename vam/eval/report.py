@@ -195,13 +195,31 @@ def success_table(cells) -> str:
   return f"<table><tr><th>embodiment</th><th>task</th>{head}</tr>{body}</table>"
 
 
+# The video evaluation's predictors (vam/eval/video.py), in table order.
+VIDEO_ROWS = (("predicted", "predicted future (sampled)"), ("predicted_mean", "predicted future (mean, 1 step)"),
+              ("copy_last", "copy last context frame"), ("copy_last_latent", "copy last latent (decoded)"),
+              ("reconstruction", "autoencoder reconstruction"))
+
+
 def video_table(video: dict) -> str:
   """Video metrics as rows of (what, PSNR, SSIM)."""
-  rows = [(label, video.get(f"{key}_psnr"), video.get(f"{key}_ssim"))
-          for key, label in (("predicted", "predicted future (sampled)"), ("predicted_mean", "predicted future (mean, 1 step)"),
-                             ("copy_last", "copy last context frame"),
-                             ("reconstruction", "autoencoder reconstruction"))]
+  rows = [(label, video.get(f"{key}_psnr"), video.get(f"{key}_ssim")) for key, label in VIDEO_ROWS]
   return "".join(f"<tr><td>{k}</td><td>{p:.2f}</td><td>{q:.4f}</td></tr>" for k, p, q in rows if p is not None)
+
+
+def video_horizon_table(video: dict) -> str:
+  """PSNR of each predictor and the latent MSEs by horizon (columns: steps ahead), as HTML rows."""
+  h = video.get("by_horizon")
+  if not h:
+    return ""
+  fmt = lambda x, f: "" if x is None else format(x, f)
+  head = "".join(f"<th>+{n} steps ({n / 10:.1f} s)</th>" for n in h["steps_ahead"])
+  rows = [(f"{label}: PSNR dB", h.get(f"{key}_psnr"), ".2f") for key, label in VIDEO_ROWS]
+  rows += [("mean prediction: latent MSE", h.get("mean_latent_mse"), ".4f"),
+           ("copy last latent: latent MSE", h.get("copy_last_latent_mse"), ".4f")]
+  body = "".join(f"<tr><td>{label}</td>" + "".join(f"<td>{fmt(x, f)}</td>" for x in vals) + "</tr>"
+                 for label, vals, f in rows if vals)
+  return f"<h2>By horizon</h2><table><tr><th></th>{head}</tr>{body}</table>"
 
 
 def _video_plot(evaluations) -> str:
@@ -222,12 +240,12 @@ def write_html(report: dict, path: str) -> None:
     parts = [f"<h1>vam video evaluation: {html.escape(report.get('workdir', ''))}</h1>",
              f"<p>step {latest['step']}; {v['clips']} held-out clips; {latest['eval_seconds']:.0f} s</p>",
              "<h2>Future frames on held-out clips</h2><table><tr><th></th><th>PSNR (dB)</th><th>SSIM</th></tr>"
-             f"{video_table(v)}</table>", _video_plot(report["evaluations"])]
+             f"{video_table(v)}</table>", video_horizon_table(v), _video_plot(report["evaluations"])]
   else:
     parts = _policy_html(latest, report)
   if latest.get("videos"):
     vids = "".join(f'<figure><video src="{html.escape(os.path.relpath(v["path"], os.path.dirname(path)))}" '
-                   f'controls loop muted width="272"></video><figcaption>{html.escape(v["label"])}</figcaption></figure>'
+                   f'controls loop muted></video><figcaption>{html.escape(v["label"])}</figcaption></figure>'
                    for v in latest["videos"])
     parts.append(f'<h2>Videos</h2><div style="display:flex;flex-wrap:wrap">{vids}</div>')
   style = "<style>body{font-family:sans-serif} td,th{border:1px solid #ccc;padding:3px 6px} table{border-collapse:collapse}</style>"
@@ -297,11 +315,16 @@ def text_table(evaluation: dict) -> str:
   if "video" in evaluation:
     v = evaluation["video"]
     lines = [f"{'held-out clips (' + str(v['clips']) + ')':34s} {'PSNR dB':>8s} {'SSIM':>7s}"]
-    for key, label in (("predicted", "predicted future (sampled)"), ("predicted_mean", "predicted future (mean, 1 step)"),
-                       ("copy_last", "copy last context frame"),
-                       ("reconstruction", "autoencoder reconstruction")):
+    for key, label in VIDEO_ROWS:
       if f"{key}_psnr" in v:
         lines.append(f"{label:34s} {v[key + '_psnr']:8.2f} {v[key + '_ssim']:7.4f}")
+    if "by_horizon" in v:
+      h = v["by_horizon"]
+      lines.append("PSNR by horizon (steps ahead " + ", ".join(f"+{n}" for n in h["steps_ahead"]) + "): " +
+                   "; ".join(f"{key} " + " ".join("-" if x is None else f"{x:.2f}" for x in h[f"{key}_psnr"])
+                             for key in ("predicted_mean", "copy_last", "copy_last_latent") if f"{key}_psnr" in h))
+      lines.append("latent MSE by horizon: mean " + " ".join(f"{x:.4f}" for x in h["mean_latent_mse"] if x is not None)
+                   + "; copy-last " + " ".join(f"{x:.4f}" for x in h["copy_last_latent_mse"] if x is not None))
     if "loss_by_tau" in v:
       lines.append("val flow loss by tau_v: " + "  ".join(f"{float(t):.2f}:{x:.3f}" for t, x in v["loss_by_tau"].items()))
     lines.append(f"(step {evaluation['step']})")

@@ -37,22 +37,31 @@ class WindowSource:
 
   def __init__(self, episodes: sources.EpisodeSource, spec: windows.WindowSpec, space, normalizer, dataset_id: int,
                cache_mb: float = 256, mapping: mapping_lib.Mapping | None = None, only_embodiments=(),
-               max_episodes: int = 0, max_restarts: int = -1):
+               max_episodes: int = 0, max_restarts: int = -1, demos_per_task: int = 0):
     """`only_embodiments` (empty: all) and `max_episodes` (0: all; the first ones, in dataset order) select
-    episodes, e.g. N demos of one robot for fine-tuning; `max_restarts` >= 0 keeps only demos whose expert
-    started over at most that often (-1: all)."""
+    episodes, e.g. N demos of one robot for fine-tuning; `demos_per_task` (0: all) keeps the first N of each
+    (embodiment, task) group (N demos per task: the demos-versus-success experiment); `max_restarts` >= 0 keeps
+    only demos whose expert started over at most that often (-1: all)."""
     self.episodes, self.spec, self.space, self.normalizer, self.dataset_id = episodes, spec, space, normalizer, dataset_id
     self.mapping = mapping
     self.cache_bytes, self._cached_bytes = cache_mb * 2 ** 20, 0
     keep = [e for e in range(len(episodes)) if (not only_embodiments or episodes.embodiment[e] in only_embodiments)
             and (max_restarts < 0 or episodes.restarts[e] <= max_restarts)]
+    if demos_per_task > 0:
+      seen = collections.Counter()
+      for e in list(keep):
+        group = (episodes.embodiment[e], episodes.task[e])
+        seen[group] += 1
+        if seen[group] > demos_per_task:
+          keep.remove(e)
     keep = keep[:max_episodes] if max_episodes > 0 else keep
     # Every step (with `pad='mask'`: every step that has at least one future pose to predict, t <= T - 2).
     last = 1 if spec.pad == "mask" else 0
     self.index = np.array([(e, t) for e in keep for t in range(max(episodes.lengths[e] - last, 0))], np.int64)
     if not len(self.index):
       raise ValueError(f"dataset {episodes.dir} split {episodes.split}: no selected episode has two or more steps "
-                       f"(embodiments {list(only_embodiments) or 'all'}, max_episodes {max_episodes or 'all'})")
+                       f"(embodiments {list(only_embodiments) or 'all'}, max_episodes {max_episodes or 'all'}, "
+                       f"demos_per_task {demos_per_task or 'all'})")
     self._cache = collections.OrderedDict()
 
   def __len__(self):
@@ -135,7 +144,7 @@ class InputPipeline:
                mapping: mapping_lib.Mapping | None = None, only_embodiments=(), max_episodes: int = 0,
                balance: str = "task", normalizer: embodiment_lib.Normalizer | None = None,
                norm_per_step: bool = False, max_restarts: int = -1, proprio_eef: bool = False,
-               task_weights: dict | None = None):
+               task_weights: dict | None = None, demos_per_task: int = 0):
     """`latents`: the fingerprint of the autoencoder whose precomputed latents windows should carry;
     `mapping`: mutual imitation (windows also carry the other embodiments' mapped action slots). Entries of
     weight 0 only contribute normalisation statistics. `balance`: see the module docstring. `normalizer`: use
@@ -167,7 +176,7 @@ class InputPipeline:
                          "statistics for: list a dataset with them at weight 0")
     # The cache budget is per dataset and per worker process.
     self.sources = [WindowSource(s, spec, space, self.normalizer, i, cache_mb, mapping, tuple(only_embodiments),
-                                 max_episodes, max_restarts) for i, s in enumerate(self.episodes)]
+                                 max_episodes, max_restarts, demos_per_task) for i, s in enumerate(self.episodes)]
     self.task_weights = _task_weights(task_weights, balance, {t for s in self.sources for _, t in s.groups()})
 
   def dataset(self, batch_size: int, seed: int = 0, shard_index: int | None = None, shard_count: int | None = None,

@@ -1,13 +1,14 @@
 """Episode -> training window: context frames, future frames, proprio, a unified action chunk, masks.
 
 For a step t of an episode of length T (tf = `temporal_factor`, the frames per latent frame of a video
-model's autoencoder; 1 otherwise):
-  images          (H_o * tf, H, W, 3)  frames t-H_o*tf+1 .. t (clamped at 0)
-  future_images   (H_f * tf, H, W, 3)  frames t+1 .. t+H_f*tf (clamped at T-1)
+model's autoencoder, 1 otherwise; s = `frame_stride`; latent frames are groups of tf consecutive frames whose
+last steps are d = tf * s apart -- s = 1: back to back, s > 1: a longer horizon from as many frames):
+  images          (H_o * tf, H, W, 3)  groups ending at t-(H_o-1)*d .. t-d, t (clamped at 0)
+  future_images   (H_f * tf, H, W, 3)  groups ending at t+d .. t+H_f*d (clamped at T-1)
   image_mask      (H_o,)          latent frames (groups of tf frames) that start inside the episode
   future_mask     (H_f,)          latent frames that end inside the episode (the video loss's mask)
   context_latents (H_o, h, w, C)  with precomputed latents (latent of step s = frames s-tf+1 .. s): the
-  future_latents  (H_f, h, w, C)  latents of steps t-(H_o-1-j)*tf and t+(j+1)*tf, the same groups as above
+  future_latents  (H_f, h, w, C)  latents of steps t-(H_o-1-j)*d and t+(j+1)*d, the same groups as above
   proprio         (P,)            normalised native state at t, zero-padded to P
   actions         (H_a, A)        normalised unified chunk (vam/embodiment.py) of actions t..t+H_a-1:
                                   end-effector poses they command relative to the pose at t, joint targets
@@ -36,6 +37,7 @@ class WindowSpec:
   action_horizon: int = 8  # H_a
   proprio_dim: int = 17  # P: widest proprio of the embodiments in the mixture
   temporal_factor: int = 1  # frames per latent frame (video models)
+  frame_stride: int = 1  # latent frames are tf * frame_stride steps apart (1: consecutive groups)
   references: bool = False  # also the reference chunks `hold_actions` / `last_actions` (offline metrics)
   pad: str = "repeat"  # chunk steps past the episode's end: repeat its last action (hold) | mask them out
 
@@ -105,10 +107,11 @@ def reference_chunks(ep: dict, t: int, horizon: int, space) -> dict:
 
 def make_window(ep: dict, t: int, spec: WindowSpec, space, normalizer) -> dict:
   T, tf = len(ep["action"]), spec.temporal_factor
-  ctx = t - spec.context_frames * tf + 1 + np.arange(spec.context_frames * tf)
-  fut = t + 1 + np.arange(spec.future_frames * tf)
-  ctx_ends = t - (spec.context_frames - 1 - np.arange(spec.context_frames)) * tf  # last step of each group
-  fut_ends = t + (1 + np.arange(spec.future_frames)) * tf
+  d = tf * spec.frame_stride  # steps between the last frames of consecutive latent frames
+  ctx_ends = t - (spec.context_frames - 1 - np.arange(spec.context_frames)) * d  # last step of each group
+  fut_ends = t + (1 + np.arange(spec.future_frames)) * d
+  group = np.arange(tf) - tf + 1  # a group's frames relative to its last step
+  ctx, fut = (ctx_ends[:, None] + group).ravel(), (fut_ends[:, None] + group).ravel()
   views = ep.get("mapped", {})
   chunk, mask, mapped_mask = unified_chunk(ep, t, spec.action_horizon, space, views, spec.pad)
   name = ep["embodiment"]

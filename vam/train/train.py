@@ -58,7 +58,8 @@ def make_inputs(config, latents: str | None = None):
   space = embodiment_lib.ActionSpace(tuple(d.embodiments))
   spec = windows.WindowSpec(context_frames=d.context_frames, future_frames=d.future_frames,
                             action_horizon=d.action_horizon, proprio_dim=d.proprio_dim,
-                            temporal_factor=registry.temporal_factor(config), pad=d.get("pad", "repeat"))
+                            temporal_factor=registry.temporal_factor(config), pad=d.get("pad", "repeat"),
+                            frame_stride=frame_stride(d))
   entries = pipeline.entries_from_config(config.data_dir, d)
   loader = pipeline.InputPipeline(entries, spec, space, split=d.split, camera=d.camera, norm_mode=d.norm_mode,
                                   cache_mb=d.cache_mb, latents=latents,
@@ -67,8 +68,17 @@ def make_inputs(config, latents: str | None = None):
                                   max_episodes=d.get("max_episodes", 0), balance=d.get("balance", "task"),
                                   norm_per_step=d.get("norm_per_step", False),
                                   max_restarts=d.get("max_restarts", -1), proprio_eef=d.get("proprio_eef", False),
-                                  task_weights=d.get("task_weights"))
+                                  task_weights=d.get("task_weights"), demos_per_task=d.get("demos_per_task", 0))
   return space, spec, loader
+
+
+def frame_stride(d) -> int:
+  """`config.data.frame_stride` (absent in older configs: 1), checked."""
+  stride = d.get("frame_stride", 1)
+  if not isinstance(stride, int) or isinstance(stride, bool) or stride < 1:
+    raise ValueError(f"config.data.frame_stride={stride!r} must be an integer >= 1 (steps between latent frames, "
+                     "in units of the autoencoder's temporal factor)")
+  return stride
 
 
 def make_assets(config, space, loader, example: dict, pretrained: "Pretrained") -> dict:
@@ -158,14 +168,16 @@ def _frozen_part(config, workdir_key: str, step_key: str, expected: str, trained
   return p, saved, f"{os.path.abspath(workdir)}@{step}"
 
 
-DATA_SHAPE_KEYS = ("context_frames", "future_frames", "embodiments")  # fixed by a pretrained model's params
+# Fixed by a pretrained model: its frames (H_o, H_f) and their spacing in time, and its embodiment ids.
+DATA_SHAPE_KEYS = ("context_frames", "future_frames", "frame_stride", "embodiments")
 
 
 def _adopt_data_shape(config, saved_data: dict, source: str) -> None:
-  """A pretrained model fixes its frames (H_o, H_f) and embodiment ids: take them from its run's config."""
+  """A pretrained model fixes its frames (H_o, H_f, their stride) and embodiment ids: take them from its run's
+  config."""
   with config.unlocked():
     for key in DATA_SHAPE_KEYS:
-      if key in saved_data and config.data[key] != saved_data[key]:
+      if key in saved_data and config.data.get(key) != saved_data[key]:
         logging.info("config.data.%s set to %s from %s", key, saved_data[key], source)
         config.data[key] = saved_data[key]
 

@@ -1,0 +1,65 @@
+"""The experiment drivers' bookkeeping (experiments/demos.py, experiments/video_horizon.py) and the config
+plumbing they rely on (frame stride adopted from a video model, checked at the door)."""
+
+import importlib.util
+import os
+import xml.etree.ElementTree as ET
+
+import ml_collections
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _driver(name):
+  spec = importlib.util.spec_from_file_location(f"driver_{name}", os.path.join(ROOT, "experiments", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _run(rates_by_step):
+  return dict(train_seconds=1, by_step={str(s): dict(mean=m, successes=round(m * 64), episodes=64, cells={})
+                                        for s, m in rates_by_step.items()})
+
+
+def test_demos_table_reports_final_success_and_the_demos_each_method_needs():
+  demos = _driver("demos")
+  results = {"baseline": {"4": _run({1000: 0.1, 2000: 0.3}), "16": _run({1000: 0.4, 2000: 0.6})},
+             "vam": {"4": _run({1000: 0.2, 2000: 0.62}), "16": _run({2000: 0.7})}}
+  assert demos.demos_to_reach(results, "baseline", 0.6) == 16
+  assert demos.demos_to_reach(results, "vam", 0.6) == 4  # its final (step 2000) success, not its best step
+  assert demos.demos_to_reach(results, "vam", 0.9) is None
+  md = demos.table(results)
+  assert "| baseline | 0.30 (19/64) | 0.60 (38/64) |" in md and "| vam | 0.62 (40/64) | 0.70 (45/64) |" in md
+  assert "best pooled success 0.60" in md and "baseline 16" in md and "vam 4" in md
+  root = ET.fromstring(demos.svg(results))  # well-formed, one line per method
+  assert len([e for e in root.iter() if e.tag.endswith("polyline")]) == 2
+  assert demos.svg({"vam": {"4": _run({1: 0.5})}}) == ""  # one N: nothing to draw
+
+
+def test_video_horizon_table_reads_the_longest_horizon():
+  vh = _driver("video_horizon")
+  h = dict(steps_ahead=[4, 8], predicted_mean_psnr=[22.0, 21.0], predicted_psnr=[20.0, 19.0],
+           copy_last_psnr=[21.5, 20.0], copy_last_latent_psnr=[21.8, 20.4], reconstruction_psnr=[33.0, 33.0],
+           mean_latent_mse=[0.5, 0.6], copy_last_latent_mse=[0.6, 0.7])
+  results = {"autoencoder": dict(steps=10, video={}),
+             "stride4": dict(by_step={"1000": dict(by_horizon=h, mean_psnr_gain_at_longest=1.0)})}
+  row = vh.table(results).splitlines()[-1]
+  assert row.startswith("| stride4 | 1000 | +8 steps (0.8 s) | 21.00 | 19.00 | 20.00 | 20.40 | 33.00 | 0.600 / 0.700 |")
+  assert row.endswith("+1.00 |")
+
+
+def test_a_vam_adopts_its_video_models_frame_stride_and_bad_strides_are_named():
+  from vam.train import train as train_lib
+  config = ml_collections.ConfigDict(dict(data=dict(context_frames=2, future_frames=2, frame_stride=1,
+                                                    embodiments=["arm6"])))
+  train_lib._adopt_data_shape(config, dict(context_frames=2, future_frames=2, frame_stride=4, embodiments=["arm6"]),
+                              "video run")
+  assert config.data.frame_stride == 4
+  older = ml_collections.ConfigDict(dict(data=dict(context_frames=2, future_frames=2, frame_stride=1)))
+  train_lib._adopt_data_shape(older, dict(context_frames=2, future_frames=2), "an older video run")  # no stride saved
+  assert older.data.frame_stride == 1
+  for bad in (0, -2, 1.5, True):
+    with pytest.raises(ValueError, match="config.data.frame_stride"):
+      train_lib.frame_stride(ml_collections.ConfigDict(dict(frame_stride=bad)))
