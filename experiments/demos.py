@@ -17,11 +17,10 @@ Results: `OUT/results.json` ({method: {N: {train_seconds, by_step: {step: cells 
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import runner
+
 # Reach and push, easy worlds of the seen layout, 16 fixed-seed episodes per (robot, task) cell.
 EVAL = ["--config.eval.tasks=['reach', 'push']", "--config.eval.modes=['easy']", "--config.eval.splits=['train']",
         "--config.eval.episodes=16", "--config.eval.num_envs=32", "--config.eval.videos_per_task=0",
@@ -31,20 +30,6 @@ METHODS = {  # config file, extra overrides
     "baseline": ("quickstart.py", []),  # robot demos only already (the hand's data: statistics)
     "vam": ("mutual_pretrain.py", ROBOT_ONLY),
 }
-
-
-def _run(args, log):
-  with open(log, "a") as f:
-    f.write(f"$ python {' '.join(args)}\n")
-    f.flush()
-    proc = subprocess.run([sys.executable, *args], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
-  if proc.returncode:
-    raise SystemExit(f"python {' '.join(args[:4])} ... failed (exit {proc.returncode}); see {log}")
-
-
-def _steps(workdir: str) -> list[int]:
-  ckpt = os.path.join(workdir, "checkpoints")
-  return sorted(int(d) for d in os.listdir(ckpt) if d.isdigit()) if os.path.isdir(ckpt) else []
 
 
 def _summary(evaluation: dict) -> dict:
@@ -139,7 +124,7 @@ def main(argv=None):
       r = results.setdefault(method, {}).setdefault(str(n), dict(by_step={}))
       if "train_seconds" not in r:
         t0 = time.time()
-        _run(["-m", "vam.train", "--config", f"experiments/{config}", "--workdir", w,
+        runner.run(["-m", "vam.train", "--config", f"experiments/{config}", "--workdir", w,
               f"--config.data_dir={args.data_dir}", f"--config.data.demos_per_task={n}",
               f"--config.total_steps={args.steps}", f"--config.checkpoint_every={args.checkpoint_every}",
               "--config.keep_checkpoints=100", *extra,
@@ -147,11 +132,11 @@ def main(argv=None):
               *args.config_overrides], log)
         r["train_seconds"] = round(time.time() - t0)
         _save(results, args.out)
-      for step in _steps(w):
+      for step in runner.checkpoint_steps(w):
         if str(step) in r["by_step"]:
           continue
         out = os.path.join(w, "eval")
-        _run(["-m", "vam.eval", "--workdir", w, "--step", str(step), "--out", out, *EVAL], log)
+        runner.run(["-m", "vam.eval", "--workdir", w, "--step", str(step), "--out", out, *EVAL], log)
         rep = json.load(open(os.path.join(out, "report.json")))
         r["by_step"][str(step)] = _summary([e for e in rep["evaluations"] if e["step"] == step][-1])
         _save(results, args.out)

@@ -19,11 +19,10 @@ quotes: at the last step, PSNR at the longest horizon of each predictor). Run lo
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import runner
+
 STEPS = ["--config.total_steps=4000", "--config.checkpoint_every=1000", "--config.keep_checkpoints=10"]
 
 # name: overrides of experiments/video_pretrain.py (quickstart sizes: H_o = H_f = 2 latent frames).
@@ -36,20 +35,6 @@ RUNS = {
     "stride4_ae250": STEPS + ["--config.data.frame_stride=4"],
 }
 RUN_AE_STEPS = {"stride4_ae250": 250}  # runs on an autoencoder of their own (OUT/autoencoder_<steps>)
-
-
-def _run(args, log):
-  with open(log, "a") as f:
-    f.write(f"$ python {' '.join(args)}\n")
-    f.flush()
-    proc = subprocess.run([sys.executable, *args], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
-  if proc.returncode:
-    raise SystemExit(f"python {' '.join(args[:4])} ... failed (exit {proc.returncode}); see {log}")
-
-
-def _steps(workdir: str) -> list[int]:
-  ckpt = os.path.join(workdir, "checkpoints")
-  return sorted(int(d) for d in os.listdir(ckpt) if d.isdigit()) if os.path.isdir(ckpt) else []
 
 
 def _video(report_path: str) -> dict:
@@ -99,14 +84,14 @@ def _ae_dir(out: str, steps: int, default_steps: int) -> str:
 def _autoencoder(args, steps: int, log: str) -> None:
   """Trains (or resumes) and evaluates the autoencoder of `steps` steps and stores its latents."""
   ae = _ae_dir(args.out, steps, args.ae_steps)
-  if steps not in _steps(ae):
-    _run(["-m", "vam.train", "--config", "experiments/autoencoder.py", "--workdir", ae,
+  if steps not in runner.checkpoint_steps(ae):
+    runner.run(["-m", "vam.train", "--config", "experiments/autoencoder.py", "--workdir", ae,
           f"--config.data_dir={args.data_dir}", f"--config.total_steps={steps}",
           f"--config.checkpoint_every={min(steps, 500)}"], log)
   if not os.path.exists(os.path.join(ae, "eval", "report.json")):
-    _run(["-m", "vam.eval", "--workdir", ae], log)
+    runner.run(["-m", "vam.eval", "--workdir", ae], log)
   # Idempotent: latents keyed by the autoencoder's fingerprint are rewritten only when missing.
-  _run(["-m", "vam.train.latents", "--autoencoder", ae, "--data_dir", args.data_dir], log)
+  runner.run(["-m", "vam.train.latents", "--autoencoder", ae, "--data_dir", args.data_dir], log)
 
 
 def _collect(out: str, ae_steps: int) -> dict:
@@ -138,7 +123,7 @@ def main(argv=None):
   os.makedirs(args.out, exist_ok=True)
   log = os.path.join(args.out, "driver.log")
   if not os.path.isdir(os.path.join(args.data_dir, "sim_robot")):
-    _run(["-m", "vam.data.build", "--config", "experiments/datasets.py:standard", "--data_dir", args.data_dir], log)
+    runner.run(["-m", "vam.data.build", "--config", "experiments/datasets.py:standard", "--data_dir", args.data_dir], log)
   chosen = [n for n in RUNS if not args.only or n in args.only]
   for steps in sorted({RUN_AE_STEPS.get(n, args.ae_steps) for n in chosen} | {args.ae_steps}):
     _autoencoder(args, steps, log)
@@ -149,16 +134,16 @@ def main(argv=None):
     timing = os.path.join(w, "train_seconds.json")
     if not os.path.exists(timing):  # vam.train resumes an interrupted run; its wall time then covers the rest only
       t0 = time.time()
-      _run(["-m", "vam.train", "--config", "experiments/video_pretrain.py", "--workdir", w,
+      runner.run(["-m", "vam.train", "--config", "experiments/video_pretrain.py", "--workdir", w,
             f"--config.data_dir={args.data_dir}", f"--config.model.autoencoder_workdir={ae}", *overrides],
            os.path.join(args.out, f"{name}.log"))
       with open(timing, "w") as f:
         json.dump(dict(train_seconds=round(time.time() - t0)), f)
     report = os.path.join(w, "eval", "report.json")
     done = set(_video(report)) if os.path.exists(report) else set()  # retention may delete evaluated steps
-    for step in _steps(w):
+    for step in runner.checkpoint_steps(w):
       if str(step) not in done:
-        _run(["-m", "vam.eval", "--workdir", w, "--step", str(step)], os.path.join(args.out, f"{name}.log"))
+        runner.run(["-m", "vam.eval", "--workdir", w, "--step", str(step)], os.path.join(args.out, f"{name}.log"))
     _save(_collect(args.out, args.ae_steps), args.out)
   results = _collect(args.out, args.ae_steps)
   _save(results, args.out)

@@ -3,6 +3,7 @@ plumbing they rely on (frame stride adopted from a video model, checked at the d
 
 import importlib.util
 import os
+import sys
 import xml.etree.ElementTree as ET
 
 import ml_collections
@@ -12,6 +13,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _driver(name):
+  if os.path.join(ROOT, "experiments") not in sys.path:  # the drivers import their sibling `runner`
+    sys.path.insert(0, os.path.join(ROOT, "experiments"))
   spec = importlib.util.spec_from_file_location(f"driver_{name}", os.path.join(ROOT, "experiments", f"{name}.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
