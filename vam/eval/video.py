@@ -13,7 +13,7 @@ control steps ahead at 10 Hz), with the latent MSE (standardised latents) of the
 copy-last-latent;
 and the validation flow loss at `tau_buckets` fixed tau_v (bucket centres) with fixed noise, so that
 checkpoints compare at low variance. Autoencoder: reconstruction PSNR/SSIM of the clips' frames.
-Side-by-side videos (real | predicted) go into the report.
+Side-by-side videos (real | mean | sampled | copy last; an autoencoder's: real | reconstructed) go into the report.
 
 PSNR: 10 log10(peak^2 / MSE) on [0, 1] frames, per frame then averaged; SSIM: Gaussian-window SSIM
 (sigma 1.5, K1 0.01, K2 0.03) per channel, averaged. Only frames that exist (`future_mask`) count.
