@@ -63,6 +63,7 @@ def test_a_vam_adopts_its_video_models_frame_stride_and_bad_strides_are_named():
   older = ml_collections.ConfigDict(dict(data=dict(context_frames=2, future_frames=2, frame_stride=1)))
   train_lib._adopt_data_shape(older, dict(context_frames=2, future_frames=2), "an older video run")  # no stride saved
   assert older.data.frame_stride == 1
+  from vam.input import windows
   for bad in (0, -2, 1.5, True):
     with pytest.raises(ValueError, match="config.data.frame_stride"):
-      train_lib.frame_stride(ml_collections.ConfigDict(dict(frame_stride=bad)))
+      windows.frame_stride(ml_collections.ConfigDict(dict(frame_stride=bad)))

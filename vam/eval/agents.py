@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vam import embodiment as embodiment_lib
+from vam.input import windows
 from vam.sim import experts
 
 
@@ -81,7 +82,7 @@ def learned(restored, embodiment: str, replan_every: int, sample_steps: int, con
     return dict(plans=jnp.zeros((b, horizon, horizon, width), jnp.float32), valid=jnp.zeros((b, horizon), bool))
 
   return Agent(f"policy(step {restored.step})", replan_every, cfg.data.context_frames, init, plan, control,
-               frame_stride=int(cfg.data.get("frame_stride", 1)))
+               frame_stride=windows.frame_stride(cfg.data))
 
 
 def from_eval_config(restored, embodiment: str, ec) -> Agent:

@@ -81,7 +81,7 @@ def heldout_windows(restored: Restored, data_dir: str, batch_size: int, seed: in
                             future_frames=d.future_frames if future_frames is None else future_frames,
                             action_horizon=d.action_horizon, proprio_dim=d.proprio_dim,
                             temporal_factor=registry.temporal_factor(cfg), references=True,
-                            pad=d.get("pad", "repeat"), frame_stride=d.get("frame_stride", 1))
+                            pad=d.get("pad", "repeat"), frame_stride=windows.frame_stride(d))
   entries = pipeline.entries_from_config(data_dir, d)
   loader = pipeline.InputPipeline(entries, spec, restored.space, split=split, camera=d.camera, norm_mode=d.norm_mode,
                                   normalizer=restored.normalizer)

@@ -139,7 +139,7 @@ def evaluate(restored, data_dir: str, out: str, ec) -> dict:
     metrics["ssim_gain_over_copy_last"] = metrics["predicted_ssim"] - metrics["copy_last_ssim"]
     metrics["mean_psnr_gain_over_copy_last"] = metrics["predicted_mean_psnr"] - metrics["copy_last_psnr"]
     by_h = scores.horizon_means()
-    stride = tf * int(restored.config.data.get("frame_stride", 1))
+    stride = tf * windows.frame_stride(restored.config.data)
     metrics["by_horizon"] = dict(by_h, steps_ahead=[(j + 1) * stride for j in range(len(by_h["copy_last_psnr"]))])
     # The bar (issue 15): the mean prediction against copy-last-frame at the longest horizon trained for.
     metrics["mean_psnr_gain_at_longest"] = by_h["predicted_mean_psnr"][-1] - by_h["copy_last_psnr"][-1]

@@ -48,12 +48,12 @@ class WindowSource:
     keep = [e for e in range(len(episodes)) if (not only_embodiments or episodes.embodiment[e] in only_embodiments)
             and (max_restarts < 0 or episodes.restarts[e] <= max_restarts)]
     if demos_per_task > 0:
-      seen = collections.Counter()
-      for e in list(keep):
-        group = (episodes.embodiment[e], episodes.task[e])
-        seen[group] += 1
-        if seen[group] > demos_per_task:
-          keep.remove(e)
+      seen = collections.Counter()  # episodes of each (embodiment, task) group so far, in dataset order
+
+      def among_first(e):
+        seen[episodes.embodiment[e], episodes.task[e]] += 1
+        return seen[episodes.embodiment[e], episodes.task[e]] <= demos_per_task
+      keep = [e for e in keep if among_first(e)]
     keep = keep[:max_episodes] if max_episodes > 0 else keep
     # Every step (with `pad='mask'`: every step that has at least one future pose to predict, t <= T - 2).
     last = 1 if spec.pad == "mask" else 0

@@ -42,6 +42,15 @@ class WindowSpec:
   pad: str = "repeat"  # chunk steps past the episode's end: repeat its last action (hold) | mask them out
 
 
+def frame_stride(data_config) -> int:
+  """`config.data.frame_stride` (absent in older configs: 1), checked: the one reader of it."""
+  stride = data_config.get("frame_stride", 1)
+  if not isinstance(stride, int) or isinstance(stride, bool) or stride < 1:
+    raise ValueError(f"config.data.frame_stride={stride!r} must be an integer >= 1 (steps between latent frames, "
+                     "in units of the autoencoder's temporal factor)")
+  return stride
+
+
 def encode_instruction(text: str) -> np.ndarray:
   """UTF-8 bytes, zero-padded/truncated to INSTRUCTION_BYTES (a fixed shape for batching)."""
   raw = np.frombuffer(text.encode("utf-8")[:INSTRUCTION_BYTES], np.uint8)

@@ -59,7 +59,7 @@ def make_inputs(config, latents: str | None = None):
   spec = windows.WindowSpec(context_frames=d.context_frames, future_frames=d.future_frames,
                             action_horizon=d.action_horizon, proprio_dim=d.proprio_dim,
                             temporal_factor=registry.temporal_factor(config), pad=d.get("pad", "repeat"),
-                            frame_stride=frame_stride(d))
+                            frame_stride=windows.frame_stride(d))
   entries = pipeline.entries_from_config(config.data_dir, d)
   loader = pipeline.InputPipeline(entries, spec, space, split=d.split, camera=d.camera, norm_mode=d.norm_mode,
                                   cache_mb=d.cache_mb, latents=latents,
@@ -70,15 +70,6 @@ def make_inputs(config, latents: str | None = None):
                                   max_restarts=d.get("max_restarts", -1), proprio_eef=d.get("proprio_eef", False),
                                   task_weights=d.get("task_weights"), demos_per_task=d.get("demos_per_task", 0))
   return space, spec, loader
-
-
-def frame_stride(d) -> int:
-  """`config.data.frame_stride` (absent in older configs: 1), checked."""
-  stride = d.get("frame_stride", 1)
-  if not isinstance(stride, int) or isinstance(stride, bool) or stride < 1:
-    raise ValueError(f"config.data.frame_stride={stride!r} must be an integer >= 1 (steps between latent frames, "
-                     "in units of the autoencoder's temporal factor)")
-  return stride
 
 
 def make_assets(config, space, loader, example: dict, pretrained: "Pretrained") -> dict:
