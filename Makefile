@@ -95,11 +95,17 @@ VH ?= out/v15
 video-horizon: setup
 	$(BIN)/python experiments/video_horizon.py --data_dir $(LONG)/data --out $(VH)
 
-# Success against demos per task, the VAM (on the stride-4 video model of `make video-horizon`) and the baseline.
+# Success against demos per task (README "Fewer demos?"), the VAM and the baseline, N = 2-32: stage 1 of the demo
+# (autoencoder, latents) plus a stride-4 video model (`video_pretrain.py:stride4`), then every run of
+# experiments/demos.py (resumable) with the VAM's closed-loop tau_v curve.
 demos: setup
 	test -d $(OUT)/data/sim_robot || $(MAKE) data
-	$(BIN)/python -m vam.train.latents --autoencoder $(VH)/autoencoder --data_dir $(OUT)/data
-	$(BIN)/python experiments/demos.py --data_dir $(OUT)/data --video_workdir $(VH)/stride4 --out out/demos
+	test -d $(OUT)/autoencoder/checkpoints || $(MAKE) --no-print-directory stage1
+	$(BIN)/python -m vam.train --config experiments/video_pretrain.py:stride4 --workdir $(OUT)/video_s4 \
+	    --config.data_dir=$(OUT)/data --config.model.autoencoder_workdir=$(OUT)/autoencoder
+	test -f $(OUT)/video_s4/eval/report.json || $(BIN)/python -m vam.eval --workdir $(OUT)/video_s4
+	$(BIN)/python experiments/demos.py --data_dir $(OUT)/data --video_workdir $(OUT)/video_s4 --out out/demos \
+	    --tau_v 0 0.25 0.5 0.75 1
 
 clean:
 	rm -rf out bench_results .pytest_cache

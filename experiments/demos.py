@@ -2,21 +2,29 @@
 (its action decoder on a frozen stage-1 video model) and the image baseline, each trained on the first N demos
 of every (robot, task) and evaluated in closed loop at every checkpoint (success versus step: convergence).
 
-    python experiments/demos.py --data_dir out/demo/data --video_workdir out/v15/stride4 --out out/demos \
-        [--demos 2 4 8 16 32] [--methods baseline vam] [--steps 3000]
+    python experiments/demos.py --data_dir out/demo/data --video_workdir out/demo/video_s4 --out out/demos \
+        [--demos 2 4 8 16 32] [--methods baseline vam vam_layer1 vam_layer4] [--steps 3000] \
+        [--tau_v 0 0.25 0.5 0.75 1]
 
 Each run is `python -m vam.train` (resumes by itself) then `python -m vam.eval --step S` per checkpoint, in
-separate processes as a user would start them; an evaluated step already in `OUT/results.json` is skipped, so
-the driver can be stopped and started again. Both methods see robot data only (`sim_robot`; the VAM's video
-model saw all video in stage 1) and no mutual imitation; the VAM adopts its video model's frames and stride.
-Results: `OUT/results.json` ({method: {N: {train_seconds, by_step: {step: cells and mean}}}}), `OUT/results.md`
-(success at the last step by N, and the fewest demos with which each method reaches the baseline's best) and
-`OUT/success_vs_demos.svg`.
+separate processes as a user would start them; a step already in a run's `eval/report.json` is skipped, so the
+driver can be stopped and started again, and drivers with different `--demos` / `--methods` may run at once.
+Both methods see robot data only (`sim_robot`; the VAM's video model saw all video in stage 1) and no mutual
+imitation; the VAM adopts its video model's frames and stride. Every VAM evaluation also measures the offline
+action error at each inference tau_v of `TAU_V`; `--tau_v` adds closed-loop evaluations of the last checkpoint
+at those tau_v (`OUT/<run>/eval_tau_v/<tau_v>/`). `vam_layer1` / `vam_layer4` read the video DiT's first /
+last block instead of block 3 (the layer-k curve).
+Results, rebuilt from the run folders `OUT/<method>_<N>/`: `OUT/results.json` ({method: {N: {train_seconds,
+by_step: {step: success, cells, offline error}, closed_loop_by_tau_v}}}), `OUT/results.md` (success at the last
+step by N, the fewest demos with which each method reaches the baseline's best, success by step, the tau_v
+curves) and `OUT/success_vs_demos.svg`.
 """
 
 import argparse
 import json
+import math
 import os
+import re
 import time
 
 import runner
@@ -28,15 +36,61 @@ EVAL = ["--config.eval.tasks=['reach', 'push']", "--config.eval.modes=['easy']",
 ROBOT_ONLY = ["--config.data.mixture={'sim_robot': 1.0, 'sim_human': 0.0}", "--config.data.mapping.directions=[]"]
 METHODS = {  # config file, extra overrides
     "baseline": ("quickstart.py", []),  # robot demos only already (the hand's data: statistics)
-    "vam": ("mutual_pretrain.py", ROBOT_ONLY),
+    "vam": ("mutual_pretrain.py", ROBOT_ONLY),  # the decoder reads block k = 3 of 4 (METHOD.md: ~2/3 of depth)
+  # The layer-k curve: the first and the last block of the quickstart video DiT (4 blocks).
+  "vam_layer1": ("mutual_pretrain.py", ROBOT_ONLY + ["--config.model.layer=1"]),
+  "vam_layer4": ("mutual_pretrain.py", ROBOT_ONLY + ["--config.model.layer=4"]),
 }
+TAU_V = (0.0, 0.25, 0.5, 0.75, 1.0)  # inference tau_v of the VAM's offline error curve (every VAM evaluation)
+
+
+def _pooled_rmse(slots: dict, prefix: str = "") -> float | None:
+  """Normalised action RMSE pooled over every slot of an offline evaluation ({slot: row})."""
+  n = sum(v["entries"] for v in slots.values())
+  return math.sqrt(sum(v[f"{prefix}rmse_normalised"] ** 2 * v["entries"] for v in slots.values()) / n) if n else None
 
 
 def _summary(evaluation: dict) -> dict:
+  """Pooled success, its cells, and the offline action error (normalised RMSE, pooled; hold-still beside it)."""
   cells = {f"{c['embodiment']}/{c['task']}": dict(rate=c["success_rate"], ci95=c["ci95"], successes=c["successes"],
                                                   episodes=c["episodes"]) for c in evaluation["cells"]}
   wins, n = sum(c["successes"] for c in cells.values()), sum(c["episodes"] for c in cells.values())
-  return dict(mean=wins / max(n, 1), successes=wins, episodes=n, cells=cells)
+  out = dict(mean=wins / max(n, 1), successes=wins, episodes=n, cells=cells)
+  if evaluation.get("offline"):
+    out["offline_rmse"] = _pooled_rmse(evaluation["offline"])
+    out["hold_rmse"] = _pooled_rmse(evaluation["offline"], "hold_")
+  if evaluation.get("offline_by_tau_v"):
+    out["offline_rmse_by_tau_v"] = {f"{float(t):g}": _pooled_rmse(slots) for t, slots in evaluation["offline_by_tau_v"].items()}
+  return out
+
+
+def _by_step(report_path: str) -> dict:
+  """{step: summary} of an evaluation report (the newest evaluation of each step)."""
+  if not os.path.exists(report_path):
+    return {}
+  return {str(ev["step"]): _summary(ev) for ev in json.load(open(report_path))["evaluations"]}
+
+
+def collect(out: str) -> dict:
+  """results.json's contents, rebuilt from the run folders `OUT/<method>_<N>` (so drivers started at once with
+  different `--demos` / `--methods` never overwrite each other's results)."""
+  results = {}
+  runs = [(m, int(n)) for m, n in (re.fullmatch(r"(.+)_(\d+)", d).groups() for d in sorted(os.listdir(out))
+                                   if re.fullmatch(r"(.+)_(\d+)", d) and os.path.isdir(os.path.join(out, d)))
+          if m in METHODS]
+  for method in METHODS:
+    for n in sorted(n for m, n in runs if m == method):
+      w = os.path.join(out, f"{method}_{n}")
+      timing = os.path.join(w, "train_seconds.json")
+      r = dict(by_step=_by_step(os.path.join(w, "eval", "report.json")),
+               **(json.load(open(timing)) if os.path.exists(timing) else {}))
+      tau = {f"{float(t):g}": final(dict(by_step=_by_step(os.path.join(w, "eval_tau_v", t, "report.json"))))
+             for t in (sorted(os.listdir(os.path.join(w, "eval_tau_v"))) if os.path.isdir(os.path.join(w, "eval_tau_v"))
+                       else [])}
+      if tau := {t: v for t, v in tau.items() if v}:
+        r["closed_loop_by_tau_v"] = tau
+      results.setdefault(method, {})[str(n)] = r
+  return results
 
 
 def final(run: dict) -> dict | None:
@@ -51,6 +105,8 @@ def demos_to_reach(results: dict, method: str, target: float) -> int | None:
 
 
 def table(results: dict) -> str:
+  """Final pooled success by N; the fewest demos reaching the baseline's best; success by step (convergence);
+  the offline error; the VAM's curves in inference tau_v."""
   ns = sorted({int(n) for runs in results.values() for n in runs})
   lines = ["| method | " + " | ".join(f"N = {n}" for n in ns) + " |", "|" + "---|" * (len(ns) + 1)]
   for method, runs in results.items():
@@ -62,6 +118,27 @@ def table(results: dict) -> str:
     lines.append("")
     lines.append(f"baseline's best pooled success {best:.2f}; demos per task to reach it: " + ", ".join(
         f"{m} {demos_to_reach(results, m, best) or 'not reached'}" for m in results))
+  lines += ["", "| method, N | success by step | offline RMSE (normalised): policy / hold still | train s |",
+            "|---|---|---|---|"]
+  for method, runs in results.items():
+    for n, r in sorted(runs.items(), key=lambda kv: int(kv[0])):
+      if not final(r):
+        continue
+      steps = " / ".join(f"{r['by_step'][s]['mean']:.2f}" for s in sorted(r["by_step"], key=int))
+      f = final(r)
+      err = f"{f['offline_rmse']:.3f} / {f['hold_rmse']:.3f}" if f.get("offline_rmse") is not None else ""
+      lines.append(f"| {method}, {n} | {steps} (steps {', '.join(sorted(r['by_step'], key=int))}) | {err} | "
+                   f"{r.get('train_seconds', '')} |")
+  curves = [(m, n, r) for m, runs in results.items() for n, r in runs.items()
+            if final(r) and (r.get("closed_loop_by_tau_v") or final(r).get("offline_rmse_by_tau_v"))]
+  if curves:
+    lines += ["", "| VAM run, N | inference tau_v | closed-loop success | offline RMSE (normalised) |", "|---|---|---|---|"]
+    for method, n, r in curves:
+      closed, offline = r.get("closed_loop_by_tau_v", {}), final(r).get("offline_rmse_by_tau_v", {})
+      for t in sorted(set(closed) | set(offline), key=float):
+        c = f"{closed[t]['mean']:.2f} ({closed[t]['successes']}/{closed[t]['episodes']})" if t in closed else ""
+        o = f"{offline[t]:.4f}" if t in offline else ""
+        lines.append(f"| {method}, {n} | {float(t):g} | {c} | {o} |")
   return "\n".join(lines)
 
 
@@ -71,7 +148,6 @@ def svg(results: dict) -> str:
   w, h, left, right, top, bottom = 560, 280, 48, 110, 30, 40
   if len(ns) < 2:
     return ""
-  import math  # pylint: disable=g-import-not-at-top
   x = lambda n: left + (w - left - right) * (math.log2(n) - math.log2(ns[0])) / (math.log2(ns[-1]) - math.log2(ns[0]))
   y = lambda r: top + (h - top - bottom) * (1.0 - r)
   out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">',
@@ -101,46 +177,62 @@ def _save(results: dict, out: str) -> None:
     os.replace(path + ".tmp", path)
 
 
+def _train(args, method: str, n: int, w: str, log: str) -> None:
+  config, extra = METHODS[method]
+  t0 = time.time()
+  runner.run(["-m", "vam.train", "--config", f"experiments/{config}", "--workdir", w,
+              f"--config.data_dir={args.data_dir}", f"--config.data.demos_per_task={n}",
+              f"--config.total_steps={args.steps}", f"--config.checkpoint_every={args.checkpoint_every}",
+              "--config.keep_checkpoints=100", *extra,
+              *([f"--config.model.video_workdir={args.video_workdir}"] if _is_vam(method) else []),
+              *args.config_overrides], log)
+  with open(os.path.join(w, "train_seconds.json"), "w") as f:
+    json.dump(dict(train_seconds=round(time.time() - t0)), f)
+
+
+def _is_vam(method: str) -> bool:
+  return METHODS[method][0] == "mutual_pretrain.py"
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--data_dir", required=True)
   p.add_argument("--video_workdir", required=True, help="the frozen stage-1 video model of the VAM runs")
   p.add_argument("--out", required=True)
   p.add_argument("--demos", nargs="+", type=int, default=[2, 4, 8, 16, 32])
-  p.add_argument("--methods", nargs="+", default=list(METHODS), choices=sorted(METHODS))
+  p.add_argument("--methods", nargs="+", default=["baseline", "vam"], choices=sorted(METHODS))
   p.add_argument("--steps", type=int, default=3000, help="training steps of every run")
   p.add_argument("--checkpoint_every", type=int, default=1000)
+  p.add_argument("--tau_v", nargs="*", type=float, default=[],
+                 help="VAM runs: also evaluate the last checkpoint in closed loop at each of these inference tau_v")
   p.add_argument("--config_overrides", nargs="*", default=[], help="--config.key=value for every run")
   args = p.parse_args(argv)
   if any(n < 1 for n in args.demos):
     raise SystemExit(f"--demos {args.demos}: every N must be >= 1")
+  if any(not 0.0 <= t <= 1.0 for t in args.tau_v):
+    raise SystemExit(f"--tau_v {args.tau_v}: every tau_v must be in [0, 1]")
   os.makedirs(args.out, exist_ok=True)
-  path = os.path.join(args.out, "results.json")
-  results = json.load(open(path)) if os.path.exists(path) else {}
   for n in args.demos:
     for method in args.methods:
-      config, extra = METHODS[method]
       w, log = os.path.join(args.out, f"{method}_{n}"), os.path.join(args.out, f"{method}_{n}.log")
-      r = results.setdefault(method, {}).setdefault(str(n), dict(by_step={}))
-      if "train_seconds" not in r:
-        t0 = time.time()
-        runner.run(["-m", "vam.train", "--config", f"experiments/{config}", "--workdir", w,
-              f"--config.data_dir={args.data_dir}", f"--config.data.demos_per_task={n}",
-              f"--config.total_steps={args.steps}", f"--config.checkpoint_every={args.checkpoint_every}",
-              "--config.keep_checkpoints=100", *extra,
-              *([f"--config.model.video_workdir={args.video_workdir}"] if method == "vam" else []),
-              *args.config_overrides], log)
-        r["train_seconds"] = round(time.time() - t0)
-        _save(results, args.out)
+      if not os.path.exists(os.path.join(w, "train_seconds.json")):
+        _train(args, method, n, w, log)
+      extra_eval = [f"--config.eval.tau_v_values={list(TAU_V)}"] if _is_vam(method) else []
+      done = _by_step(os.path.join(w, "eval", "report.json"))
       for step in runner.checkpoint_steps(w):
-        if str(step) in r["by_step"]:
-          continue
-        out = os.path.join(w, "eval")
-        runner.run(["-m", "vam.eval", "--workdir", w, "--step", str(step), "--out", out, *EVAL], log)
-        rep = json.load(open(os.path.join(out, "report.json")))
-        r["by_step"][str(step)] = _summary([e for e in rep["evaluations"] if e["step"] == step][-1])
-        _save(results, args.out)
+        if str(step) not in done:
+          runner.run(["-m", "vam.eval", "--workdir", w, "--step", str(step), "--out", os.path.join(w, "eval"),
+                      *EVAL, *extra_eval], log)
+      last = runner.checkpoint_steps(w)[-1]
+      for t in args.tau_v if _is_vam(method) else []:
+        out = os.path.join(w, "eval_tau_v", f"{t:g}")
+        if str(last) not in _by_step(os.path.join(out, "report.json")):
+          runner.run(["-m", "vam.eval", "--workdir", w, "--step", str(last), "--out", out, *EVAL,
+                      f"--config.model.tau_v={t}", "--config.eval.offline_windows=0"], log)
+      _save(collect(args.out), args.out)
+      r = collect(args.out)[method][str(n)]
       print(f"{method} N={n}: {final(r)['mean']:.2f}", flush=True)
+  results = collect(args.out)
   _save(results, args.out)
   print(table(results))
   return 0

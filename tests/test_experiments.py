@@ -2,6 +2,7 @@
 plumbing they rely on (frame stride adopted from a video model, checked at the door)."""
 
 import importlib.util
+import json
 import os
 import sys
 import xml.etree.ElementTree as ET
@@ -67,3 +68,46 @@ def test_a_vam_adopts_its_video_models_frame_stride_and_bad_strides_are_named():
   for bad in (0, -2, 1.5, True):
     with pytest.raises(ValueError, match="config.data.frame_stride"):
       windows.frame_stride(ml_collections.ConfigDict(dict(frame_stride=bad)))
+
+
+def _evaluation(step, successes, offline_rmse=None, by_tau_v=None):
+  ev = dict(step=step, cells=[dict(embodiment="arm6", task="reach", success_rate=successes / 16, ci95=[0.0, 1.0],
+                                   successes=successes, episodes=16)])
+  if offline_rmse is not None:
+    ev["offline"] = {"joints": dict(entries=10, rmse_normalised=offline_rmse, hold_rmse_normalised=1.0)}
+  if by_tau_v:
+    ev["offline_by_tau_v"] = {t: {"joints": dict(entries=10, rmse_normalised=e)} for t, e in by_tau_v.items()}
+  return ev
+
+
+def _report(path, evaluations):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(dict(evaluations=evaluations), f)
+
+
+def test_demos_results_are_rebuilt_from_the_run_folders(tmp_path):
+  """Drivers started at once (different --demos / --methods) share OUT: results come from each run's folder, the
+  newest evaluation of a step wins, and the VAM's tau_v curves (closed loop and offline) are gathered."""
+  demos = _driver("demos")
+  out = str(tmp_path)
+  _report(os.path.join(out, "baseline_4", "eval", "report.json"),
+          [_evaluation(1000, 2, 0.5), _evaluation(2000, 3, 0.4), _evaluation(2000, 5, 0.3)])
+  with open(os.path.join(out, "baseline_4", "train_seconds.json"), "w") as f:
+    json.dump(dict(train_seconds=12), f)
+  _report(os.path.join(out, "vam_16", "eval", "report.json"),
+          [_evaluation(3000, 4, 0.6, {"0.0": 0.5, "1.0": 0.7})])
+  for t, wins in (("0", 8), ("1", 4)):
+    _report(os.path.join(out, "vam_16", "eval_tau_v", t, "report.json"), [_evaluation(3000, wins)])
+  os.makedirs(os.path.join(out, "stray_7"))  # not a method of the driver: ignored
+  results = demos.collect(out)
+  assert set(results) == {"baseline", "vam"}
+  b = results["baseline"]["4"]
+  assert b["train_seconds"] == 12 and demos.final(b)["successes"] == 5  # the newest evaluation of step 2000
+  assert demos.final(b)["offline_rmse"] == pytest.approx(0.3) and demos.final(b)["hold_rmse"] == pytest.approx(1.0)
+  v = results["vam"]["16"]
+  assert {t: r["successes"] for t, r in v["closed_loop_by_tau_v"].items()} == {"0": 8, "1": 4}
+  assert demos.final(v)["offline_rmse_by_tau_v"] == {"0": pytest.approx(0.5), "1": pytest.approx(0.7)}
+  md = demos.table(results)
+  assert "| vam, 16 | 0 | 0.50 (8/16) | 0.5000 |" in md and "| vam, 16 | 1 | 0.25 (4/16) | 0.7000 |" in md
+  assert "| baseline, 4 | 0.12 / 0.31 (steps 1000, 2000) | 0.300 / 1.000 | 12 |" in md
