@@ -33,6 +33,8 @@ def data(context_frames: int = 2, future_frames: int = 0, mixture=None) -> ml_co
   # states, which small policies blur into hovering.
   d.max_restarts = -1
   d.demos_per_task = 0  # > 0: only the first N episodes of each (embodiment, task) (experiments/demos.py)
+  d.only_embodiments = []  # episodes of these embodiments only (empty: all; experiments/ablation.py, finetune.py)
+  d.max_episodes = 0  # > 0: only the first N episodes kept by the filters above
   d.balance = "task"  # task: every (embodiment, task) of a dataset equally likely | window: by episode length
   # task -> relative share of its (embodiment, task) groups under balance='task'; e.g. task_weights.push=3.0
   d.task_weights = {t: 1.0 for t in tasks.TASKS}

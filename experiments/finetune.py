@@ -16,8 +16,6 @@ import ml_collections
 
 import common
 
-from vam.eval import defaults as eval_defaults
-
 VARIANTS = ("pretrained", "scratch", "tiny")
 
 
@@ -39,9 +37,9 @@ def get_config(variant=None):
 
   # With init_from, the model section is replaced by the pretrained VAM's; for `scratch` it is this one.
   c.model = common.vam_model(tiny)
+  common.privileged_probe(c.model, 1.0)  # as experiments/mutual_pretrain.py: scratch differs only in its init
 
   c.optimizer = common.optimizer(lr=1e-3 if tiny else 1e-4 if variant == "pretrained" else 3e-4,
                                  warmup_steps=5 if tiny else 50)
-  c.eval = eval_defaults.get(embodiments=["arm6"], modes=["easy", "hard"], splits=["train"], episodes=8,
-                             num_envs=32)
+  c.eval = common.policy_eval(embodiments=["arm6"], tau_v_values=[0.0, 0.5, 1.0], noise_scale=0.5)
   return c

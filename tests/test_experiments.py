@@ -111,3 +111,36 @@ def test_demos_results_are_rebuilt_from_the_run_folders(tmp_path):
   md = demos.table(results)
   assert "| vam, 16 | 0 | 0.50 (8/16) | 0.5000 |" in md and "| vam, 16 | 1 | 0.25 (4/16) | 0.7000 |" in md
   assert "| baseline, 4 | 0.12 / 0.31 (steps 1000, 2000) | 0.300 / 1.000 | 12 |" in md
+
+
+def _split_evaluation(step, wins_by_split):
+  return dict(step=step, cells=[dict(embodiment="arm6", task=task, mode="easy", split=split, successes=w,
+                                     episodes=16, success_rate=w / 16, ci95=[0.0, 1.0])
+                                for split, wins in wins_by_split.items() for task, w in zip(("reach", "push"), wins)])
+
+
+def test_ablation_pretraining_never_sees_the_target_robot_and_results_rank_the_settings(tmp_path):
+  ablation = _driver("ablation")
+  assert ablation.pretrain_overrides("human_only", "arm6")[1] == "--config.data.only_embodiments=['human_hand']"
+  assert ablation.pretrain_overrides("both", "arm6")[1] == "--config.data.only_embodiments=['human_hand', 'gantry']"
+  assert ablation.pretrain_overrides("human_to_robot", "gantry")[1].endswith("['human_hand', 'arm6']")
+  with pytest.raises(ValueError, match="scratch"):
+    ablation.pretrain_overrides("scratch", "arm6")
+  out = str(tmp_path)
+  _report(os.path.join(out, "pretrain_both", "eval", "report.json"), [_split_evaluation(3000, {"train": (1, 0)})])
+  _report(os.path.join(out, "both_4", "eval", "report.json"),
+          [_split_evaluation(500, {"train": (4, 1)}), _split_evaluation(1000, {"train": (12, 4)})])
+  _report(os.path.join(out, "both_4", "eval_heldout", "report.json"),
+          [_split_evaluation(1000, {"unseen_positions": (8, 2), "unseen_scene": (6, 0)})])
+  _report(os.path.join(out, "scratch_4", "eval", "report.json"), [_split_evaluation(1000, {"train": (10, 0)})])
+  os.makedirs(os.path.join(out, "pretrain_nonsense"))  # not a setting: ignored
+  results = ablation.collect(out)
+  assert list(results) == ["scratch", "both"]  # in SETTINGS order
+  both = results["both"]
+  assert ablation.final(both["0"])["successes"] == 1 and ablation.final(both["4"])["successes"] == 16
+  assert both["4"]["heldout"]["unseen_positions"]["mean"] == pytest.approx(10 / 32)
+  lo, hi = both["4"]["heldout"]["unseen_scene"]["ci95"]
+  assert lo < 6 / 32 < hi
+  md = ablation.table(results)
+  assert "| both | 0.03 (1/32;" in md and "N = 4, unseen positions" in md and "N = 4, unseen objects" not in md
+  assert "N = 4, seen worlds, observed ordering (worst to best): scratch 0.31 < both 0.50" in md
