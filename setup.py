@@ -21,6 +21,7 @@ INSTALL_REQUIRES = [
     "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
     "imageio>=2.34",
     "imageio-ffmpeg>=0.5",  # ships its own ffmpeg binary: preview videos need no system packages
+    "h5py>=3.10",  # EgoDex pose files (data/egodex)
     "importlib_resources>=6",  # tensorflow-datasets imports it without declaring it
 ]
 

@@ -6,13 +6,16 @@ Variants:
   tiny        a handful of episodes per dataset (tests)
   standard    all four tasks, a larger easy-mode mix (the longer experiment, experiments/long.py)
   hard        hard mode (randomised colours, lighting, distractors, camera jitter, table height)
+  egodex      converts a folder of EgoDex-layout episodes (real human video + ARKit hand poses) into
+              `human_hand` RLDS episodes: --config.datasets.egodex.source_dir=PATH (data/egodex, README
+              "Real data")
 """
 
 import ml_collections
 
 from vam.sim import tasks
 
-VARIANTS = ("quickstart", "tiny", "standard", "hard")
+VARIANTS = ("quickstart", "tiny", "standard", "hard", "egodex")
 
 
 def _dataset(name, embodiments, train, val):
@@ -20,10 +23,30 @@ def _dataset(name, embodiments, train, val):
                                         val_episodes_per_task=val))
 
 
+def egodex_section():
+  """Conversion settings of EgoDex-layout human video (vam/data/egodex.py documents each)."""
+  return ml_collections.ConfigDict(dict(
+      name="egodex", embodiments=["human_hand"],
+      source_dir="",  # the folder holding <part>/<task>/<i>.mp4 + <i>.hdf5
+      hands="right",  # right | left | both (both: one episode per hand, the same video)
+      frame="first_camera",  # first_camera (the first frame's camera axes: x right, y up, -z forward) | world
+      wrist_frame="keypoints",  # keypoints (from the knuckles: no ARKit axis convention) | transform
+      wrist_rotation=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],  # wrist_frame=transform: our axes in ARKit's
+      source_hz=30.0, control_hz=10.0,  # EgoDex's 30 Hz -> our 10 Hz control steps (nearest frame)
+      min_confidence=0.5,  # steps whose least confident used joint is below this are masked out of training
+      frame_tolerance=0,  # video frames may differ from pose rows by this many
+      val_every=10))  # every 10th episode (sorted by path) goes to the val split; 0: no val split
+
+
 def get_config(variant=None):
   variant = variant or "quickstart"
   if variant not in VARIANTS:
     raise ValueError(f"experiments/datasets.py: unknown variant {variant!r}; valid variants: {list(VARIANTS)}")
+  if variant == "egodex":
+    c = get_config("quickstart")
+    c.variant = variant
+    c.datasets = ml_collections.ConfigDict(dict(egodex=egodex_section()))
+    return c
   robot, human = dict(quickstart=((160, 16), (48, 8)), tiny=((2, 1), (2, 1)), standard=((250, 25), (100, 10)),
                       hard=((250, 25), (100, 10)))[variant]
   c = ml_collections.ConfigDict()

@@ -11,6 +11,7 @@ into a temporary folder and renames it at the end, so a failed build leaves noth
 import argparse
 import importlib
 import importlib.util
+import json
 import os
 import shutil
 import sys
@@ -97,6 +98,9 @@ def build(cfg, data_dir: str, only=None, overwrite=False) -> dict:
       t0 = time.time()
       builder.download_and_prepare(file_format="array_record", download_dir=os.path.join(scratch, "downloads"))
       stats_lib.write(builder.normalization_stats(), builder.data_dir)
+      if hasattr(builder, "conversion_report"):  # converters of real data: what was accepted and refused
+        with open(os.path.join(builder.data_dir, "conversion_report.json"), "w") as f:
+          json.dump(builder.conversion_report(), f, indent=1)
       config_lib.save_json(gen, os.path.join(builder.data_dir, "build_config.json"))
       final = os.path.join(data_dir, d.name, os.path.basename(builder.data_dir))
       if os.path.exists(final):

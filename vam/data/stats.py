@@ -149,11 +149,14 @@ def summarize(x: np.ndarray) -> dict:
   return Running().update(x).result()
 
 
-def finalize(acc: dict) -> dict:
+def finalize(acc: dict, action_names: dict | None = None) -> dict:
+  """The summaries of `accumulate` -> the JSON-able statistics; `action_names` {embodiment: names} overrides the
+  simulated embodiment's native action names (a converted dataset's own native action)."""
   from vam.sim import embodiments  # pylint: disable=g-import-not-at-top
   out = {}
   for name, per in acc.items():
-    entry = {"num_episodes": per["episodes"], "action_names": list(embodiments.EMBODIMENTS[name].action_names),
+    names = (action_names or {}).get(name) or embodiments.EMBODIMENTS[name].action_names
+    entry = {"num_episodes": per["episodes"], "action_names": list(names),
              "relative_horizon": RELATIVE_HORIZON}
     for f in FIELDS + RELATIVE_FIELDS:
       running = per.get(f)

@@ -164,6 +164,10 @@ class InputPipeline:
       if unknown:
         raise ValueError(f"dataset {e.path}: embodiments {sorted(unknown)} are not in the action space "
                          f"{list(space.embodiments)}")
+    # Real data (e.g. converted human video) has no simulator state: then no window carries it.
+    self.without_privileged = [e.path for e, s in zip(entries, self.episodes) if not s.has_privileged]
+    if self.without_privileged:
+      self.spec = spec = dataclasses.replace(spec, privileged=False)
     self.stats = embodiment_lib.merge_stats(*[s.stats for s in self.episodes],
                                             *[stats_lib.read(e.path) for e in stats_only])
     self.normalizer = normalizer or embodiment_lib.Normalizer.from_stats(

@@ -51,6 +51,7 @@ class EpisodeSource:
         raise ValueError(f"dataset {dataset_dir}: field episode_metadata/{field} is missing ({features_file})")
     self.has_hand = "steps/observation/hand_keypoints" in paths
     self.has_privileged = "steps/observation/privileged" in paths
+    self.has_hand_valid = "steps/observation/hand_valid" in paths
     self.dir, self.split, self.camera = dataset_dir, split, camera
     builder = tfds.builder_from_directory(dataset_dir)
     if split not in builder.info.splits:
@@ -89,6 +90,8 @@ class EpisodeSource:
       out["privileged"] = np.stack([o["privileged"] for o in obs]).astype(np.float32)
     if self.has_hand:
       out["hand_keypoints"] = np.stack([o["hand_keypoints"] for o in obs]).astype(np.float32)
+    if self.has_hand_valid:  # real hand tracking: steps tracked below the confidence threshold
+      out["hand_valid"] = np.array([bool(o["hand_valid"]) for o in obs])
     for key in ("state", "eef", "eef_target", "action", "hand_keypoints"):
       if key in out and not np.isfinite(out[key]).all():
         raise ValueError(f"dataset {self.dir} split {self.split} episode {i}: non-finite values in {key}")

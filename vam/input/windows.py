@@ -16,7 +16,8 @@ last steps are d = tf * s apart -- s = 1: back to back, s > 1: a longer horizon 
                                   t+1..t+H_a relative to t); `action_mask` = valid slot dims x valid steps
                                   (the episode's own slots and, with mutual imitation, the mapped slots of
                                   the other embodiments: `mapped_mask` (H_a, A) marks those)
-Chunk steps past the episode's end repeat its last action -- the robot holds where the demo ended -- and are
+Steps whose hand was tracked below the confidence threshold (`hand_valid`, real video) mask every chunk step
+that reads them. Chunk steps past the episode's end repeat its last action -- the robot holds where the demo ended -- and are
 trained on (`pad='repeat'`, Diffusion Policy's padding): a policy that replans near its goal must have
 learnt to stay there. `pad='mask'` masks them out instead.
 """
@@ -40,6 +41,9 @@ class WindowSpec:
   frame_stride: int = 1  # latent frames are tf * frame_stride steps apart (1: consecutive groups)
   references: bool = False  # also the reference chunks `hold_actions` / `last_actions` (offline metrics)
   pad: str = "repeat"  # chunk steps past the episode's end: repeat its last action (hold) | mask them out
+  # Windows carry the simulator's privileged state (where its statistics exist). Off when the mixture holds
+  # real data, which has none: every window of a batch must have the same keys.
+  privileged: bool = True
 
 
 def frame_stride(data_config) -> int:
@@ -76,6 +80,8 @@ def unified_chunk(ep: dict, t: int, horizon: int, space: embodiment_lib.ActionSp
   # With masking, the pose reached after action t+k must exist; repeating holds the last action instead.
   valid_t = (t + 1 + ks <= T - 1) if pad == "mask" else np.ones(horizon, bool)
   nxt = np.minimum(t + 1 + ks, T - 1)
+  if "hand_valid" in ep:  # real hand tracking: a chunk step needs a confidently tracked hand now and then
+    valid_t = valid_t & ep["hand_valid"][nxt] & ep["hand_valid"][t]
   act = np.minimum(t + ks, T - 1)
   chunk = np.zeros((horizon, space.dim), np.float32)
   mapped = np.zeros(space.dim, bool)
@@ -129,7 +135,7 @@ def make_window(ep: dict, t: int, spec: WindowSpec, space, normalizer) -> dict:
     mapped = np.clip(normalizer.normalize_actions(other, chunk), -MAPPED_CLIP, MAPPED_CLIP)
     normalized = np.where(space.embodiment_mask(other), mapped, normalized)
   out = {}
-  if "privileged" in ep and name in normalizer.privileged_offset:  # the privileged-state policy's input only
+  if spec.privileged and "privileged" in ep and name in normalizer.privileged_offset:  # the privileged-state policy's input only
     out["privileged"] = normalizer.normalize_privileged(name, ep["privileged"][t])
   if spec.references:
     for key, ref in reference_chunks(ep, t, spec.action_horizon, space).items():

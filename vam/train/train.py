@@ -69,7 +69,12 @@ def make_inputs(config, latents: str | None = None):
                                   norm_per_step=d.get("norm_per_step", False),
                                   max_restarts=d.get("max_restarts", -1), proprio_eef=d.get("proprio_eef", False),
                                   task_weights=d.get("task_weights"), demos_per_task=d.get("demos_per_task", 0))
-  return space, spec, loader
+  if loader.without_privileged and (config.model.get("privileged_aux", 0) > 0 or config.model.name == "state_policy"):
+    raise ValueError(f"config.model needs the simulator's privileged state (privileged_aux="
+                     f"{config.model.get('privileged_aux', 0)}, model {config.model.name!r}), which "
+                     f"{loader.without_privileged} lack (real data): set config.model.privileged_aux=0 or drop them "
+                     "from config.data.mixture")
+  return space, loader.spec, loader
 
 
 def make_assets(config, space, loader, example: dict, pretrained: "Pretrained") -> dict:
