@@ -69,6 +69,7 @@ bench: setup
 	$(BIN)/python -m benchmarks.vam --out benchmarks/results/vam.json
 	$(BIN)/python -m benchmarks.scaling --out benchmarks/results/scaling.json
 	$(BIN)/python -m benchmarks.datagen --out benchmarks/results/datagen.json
+	$(BIN)/python -m benchmarks.egodex_convert --out benchmarks/results/egodex_convert.json
 	test -d $(OUT)/baseline/checkpoints || $(BIN)/python -m vam.train --config experiments/quickstart.py \
 	    --workdir $(OUT)/baseline --config.data_dir=$(OUT)/data
 	$(BIN)/python -m benchmarks.eval --workdir $(OUT)/baseline --out benchmarks/results/eval.json

@@ -35,7 +35,7 @@ def egodex_section():
       source_hz=30.0, control_hz=10.0,  # EgoDex's 30 Hz -> our 10 Hz control steps (nearest frame)
       min_confidence=0.5,  # steps whose least confident used joint is below this are masked out of training
       frame_tolerance=0,  # video frames may differ from pose rows by this many
-      val_every=10))  # every 10th episode (sorted by path) goes to the val split; 0: no val split
+      val_every=10))  # every 10th episode (sorted by path; fewer: the last) goes to the val split; 0: none
 
 
 def get_config(variant=None):

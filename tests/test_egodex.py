@@ -24,12 +24,13 @@ EXPECTED_REJECTIONS = {"missing_joint": (".hdf5", "transforms/rightThumbTip"), "
 @pytest.fixture(scope="module")
 def egodex_build(tiny_data_dir, tmp_path_factory):
   """Writes 4 good episodes (both hands) from the tiny sim_human dataset, 4 bad ones and an orphan pose file,
-  then converts them with the CLI (world frame, both hands, every 4th episode to val)."""
+  then converts them with the CLI (world frame, both hands). val_every=10 with 8 episodes picks the last by
+  path, a bad one, and falls back to the closest earlier good one: part1's 4th."""
   root = tmp_path_factory.mktemp("egodex")
   src, out = root / "source", root / "data"
   episodes = egodex_files.sim_episodes(tiny_data_dir)
   written = {f"part1/{ep['task']}/{i}": ep for i, ep in enumerate(episodes[:4])}
-  low = sorted(written)[0]  # the first episode by path: a train one (val_every=4 takes the 4th)
+  low = sorted(written)[0]  # the first episode by path: a train one
   for stem, ep in written.items():
     egodex_files.write_episode(str(src / os.path.dirname(stem)), os.path.basename(stem), ep,
                                low_confidence=LOW_CONFIDENCE if stem == low else ())
@@ -39,7 +40,7 @@ def egodex_build(tiny_data_dir, tmp_path_factory):
   os.remove(h5.replace(".hdf5", ".mp4"))
   cmd = [sys.executable, "-m", "vam.data.build", "--config", "experiments/datasets.py:egodex", "--data_dir", str(out),
          "--no_preview", f"--config.datasets.egodex.source_dir={src}", "--config.datasets.egodex.hands=both",
-         "--config.datasets.egodex.frame=world", "--config.datasets.egodex.val_every=4"]
+         "--config.datasets.egodex.frame=world"]
   proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return dict(src=str(src), out=str(out), dir=str(out / "egodex" / "1.0.0"), written=written, low=low,

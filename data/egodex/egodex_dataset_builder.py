@@ -99,18 +99,27 @@ class Egodex(tfds.core.GeneratorBasedBuilder):
       raise ValueError(f"config.datasets.egodex.source_dir={root!r}: no episode (an .hdf5 with an .mp4 beside it)")
     every = int(self._section.get("val_every", 10))
     self._root, self._taken = root, set()
-    # val first (TFDS writes the splits in this order): every `every`-th episode, or the next one where that
-    # one is refused, so a bad file never leaves the val split empty while good ones remain.
+    # val first (TFDS writes the splits in this order): every `every`-th episode by path (fewer episodes: the
+    # last), and where one is refused the next good one (near the end: the closest earlier one), so a bad file
+    # never leaves the val split short while good ones remain. Train: all the others.
     splits = {"val": self._generate_examples(pairs, "val", every)} if every > 0 else {}
     splits["train"] = self._generate_examples(pairs, "train", every)
     return splits
 
   def _generate_examples(self, pairs, split: str, every: int):
     if split == "val":
+      # Fewer episodes than `every` (a small folder): the last one, so there is still a val split.
+      picks = {i for i in range(len(pairs)) if (i + 1) % every == 0} or ({len(pairs) - 1} if len(pairs) > 1 else set())
       owed = 0
       for i, pair in enumerate(pairs):
-        owed += (i + 1) % every == 0
+        owed += i in picks
         if owed:
+          self._taken.add(pair)
+          owed -= yield from self._convert(pair, "val")
+      for pair in reversed(pairs):  # refused picks near the end: the closest earlier episodes instead
+        if owed <= 0:
+          break
+        if pair not in self._taken:
           self._taken.add(pair)
           owed -= yield from self._convert(pair, "val")
     else:
