@@ -12,7 +12,9 @@ tau_v ~ `model.tau_v_sampler`, independent of the action time tau_a.
 
 Variants: `both` (default: human <-> robot in both directions), the ablations of METHOD.md `human_to_robot`
 (only human data mapped onto the robots), `human_only` (human data only, mapped onto the robots; robot data
-supplies normalisation statistics only), `no_mapping` (both datasets, own slots only), and `tiny` (tests).
+supplies normalisation statistics only), `no_mapping` (both datasets, own slots only), `egodex` (real human
+video converted by data/egodex beside the simulated robot demos: `config.data_dir` holds `sim_robot` and
+`egodex`; README "Real data: EgoDex"), and `tiny` (tests).
 `scratch` (no pretraining) is experiments/finetune.py with an empty `init_from`.
 """
 
@@ -21,8 +23,9 @@ import ml_collections
 import common
 
 from vam import mapping
+from vam.data import egodex
 
-VARIANTS = ("both", "human_to_robot", "human_only", "no_mapping", "tiny")
+VARIANTS = ("both", "human_to_robot", "human_only", "no_mapping", "egodex", "tiny")
 
 
 def get_config(variant=None):
@@ -40,12 +43,21 @@ def get_config(variant=None):
   c.data = common.data(context_frames=2, future_frames=2, mixture=mixture)  # H_o, H_f: from the video run
   c.data.use_latents = not tiny  # needs `python -m vam.train.latents` for the video run's autoencoder
   directions = dict(both=list(mapping.DIRECTIONS), tiny=list(mapping.DIRECTIONS),
-                    human_to_robot=["human_to_robot"], human_only=["human_to_robot"], no_mapping=[])[variant]
+                    human_to_robot=["human_to_robot"], human_only=["human_to_robot"], no_mapping=[],
+                    egodex=["human_to_robot"])[variant]
   c.data.mapping = common.mapping(directions)
+  if variant == "egodex":
+    # Real video's camera frame has nothing to do with the robot's world: the robot follows the hand's
+    # displacement from the episode start (METHOD.md, origin `relative`), rotated from the first camera's axes
+    # into the robot's. Human-hand statistics come from egodex alone (a hand embodiment has one source).
+    c.data.mixture = {"sim_robot": 1.0, "egodex": 1.0}
+    c.data.mapping.origin = "relative"
+    c.data.mapping.frame_rotation = list(egodex.CAMERA_TO_ROBOT)
 
   c.model = common.vam_model(tiny)
   # The probe on the decoder's trainable feature layers (the video model stays frozen): measured with it on.
-  common.privileged_probe(c.model, 1.0)
+  # Real video has no simulator state to regress: off with egodex.
+  common.privileged_probe(c.model, 0.0 if variant == "egodex" else 1.0)
 
   c.optimizer = common.optimizer(lr=3e-3, warmup_steps=5 if tiny else 100, ema_decay=0.995)
   # Sampling at half the noise std: reach 0.69 / 0.56 -> 0.81 / 0.69 (seeds 0), 0.44 / 0.38 -> 0.56 / 0.44 (seeds 1)

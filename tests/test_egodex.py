@@ -194,3 +194,23 @@ def test_trains_in_a_mixture(tiny_data_dir, egodex_build, tmp_path):
   result = train_lib.train(experiment_config("quickstart.py:tiny", data_dir=mixed, **overrides,
                                              **{"model.privileged_aux": 0.0}), str(tmp_path / "w"))
   assert np.isfinite(result["loss"])
+
+
+@pytest.mark.slow
+def test_vam_mutual_imitation_on_converted_video(stage1, egodex_build, tmp_path):
+  """Stage 2 on the frozen tiny video model with the converted human video mapped onto the robot (origin
+  `relative`, camera-to-robot rotation): the settings of experiments/mutual_pretrain.py:egodex at tiny size."""
+  from vam.train import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  from vam.train import train as train_lib  # pylint: disable=g-import-not-at-top
+  real = experiment_config("mutual_pretrain.py:egodex")
+  assert real.data.mapping.origin == "relative" and tuple(real.data.mapping.frame_rotation) == egodex.CAMERA_TO_ROBOT
+  assert dict(real.data.mixture) == {"sim_robot": 1.0, "egodex": 1.0} and real.model.privileged_aux == 0
+  mixed = _mixture_dir(stage1["data"], egodex_build, tmp_path)
+  w = str(tmp_path / "vam")
+  train_lib.train(experiment_config("mutual_pretrain.py:tiny", data_dir=mixed, **{
+      "model.video_workdir": stage1["video"], "data.embodiments": ["human_hand", "arm6"],
+      "data.mixture": "{'sim_robot': 1.0, 'egodex': 1.0}", "data.mapping.directions": ["human_to_robot"],
+      "data.mapping.origin": "relative", "data.mapping.frame_rotation": list(egodex.CAMERA_TO_ROBOT),
+      "model.privileged_aux": 0.0}), w)
+  rows = metrics_lib.read(os.path.join(w, "metrics.jsonl"))
+  assert rows and all(np.isfinite(r["own_action_loss"]) and r["mapped_action_loss"] > 0 for r in rows)
