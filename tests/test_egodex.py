@@ -142,6 +142,20 @@ def test_bad_options_and_folders(tmp_path):
     egodex.convert(str(tmp_path / "junk.hdf5"), str(tmp_path / "junk.mp4"), egodex.Options())
 
 
+def test_bad_videos(tiny_data_dir, tmp_path):
+  import imageio.v2 as imageio  # pylint: disable=g-import-not-at-top
+  ep = egodex_files.sim_episodes(tiny_data_dir)[0]
+  h5, mp4 = egodex_files.write_episode(str(tmp_path), "0", ep)
+  frames = list(imageio.mimread(mp4))
+  imageio.mimwrite(mp4, frames, fps=60, macro_block_size=1)
+  with pytest.raises(egodex.EpisodeError, match=r"0.mp4: video: 60 frames/s, but config source_hz=30"):
+    egodex.convert(h5, mp4, egodex.Options())
+  with open(mp4, "wb") as f:
+    f.write(b"\x00" * 4096)
+  with pytest.raises(egodex.EpisodeError, match=r"0.mp4: video: cannot be decoded"):
+    egodex.convert(h5, mp4, egodex.Options())
+
+
 def _mixture_dir(tiny_data_dir, egodex_build, tmp_path) -> str:
   mixed = tmp_path / "mixed"
   mixed.mkdir()
