@@ -22,7 +22,7 @@ import imageio.v2 as imageio
 import numpy as np
 
 from benchmarks import report
-from vam.data import egodex
+from vam.data import egodex, video_io
 
 
 def _pose(rot, pos):
@@ -90,7 +90,7 @@ def main():
     s = _timed(lambda: egodex.read_poses(h5, "right"), args.repeats)
     results["read_poses_frames_per_s"] = round(n / s, 1)
     for size in args.sizes:
-      s = _timed(lambda: egodex.read_video(mp4, (size, size)), args.repeats)
+      s = _timed(lambda: video_io.read_video(mp4, (size, size)), args.repeats)
       results[f"read_video_{size}_frames_per_s"] = round(n / s, 1)
       s = _timed(lambda: egodex.convert(h5, mp4, egodex.Options(image_size=(size, size))), args.repeats)
       results[f"convert_{size}_frames_per_s"] = round(n / s, 1)

@@ -1,14 +1,12 @@
 """egodex: EgoDex-layout human video with ARKit hand poses, converted to `human_hand` RLDS episodes."""
 
 import os
-import sys
-import time
 import types
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from vam.data import egodex
+from vam.data import converter, egodex
 from vam.data import stats as stats_lib
 
 VERSION = "1.0.0"
@@ -20,7 +18,7 @@ def _f32(shape):
   return tfds.features.Tensor(shape=shape, dtype=np.float32)
 
 
-class Egodex(tfds.core.GeneratorBasedBuilder):
+class Egodex(converter.Converter, tfds.core.GeneratorBasedBuilder):
   """Egocentric human video with 3-D hand poses (EgoDex layout) as `human_hand` episodes (vam/data/egodex.py).
 
   Steps carry the 24-D hand keypoints (wrist position, wrist 6D rotation, five fingertips) in the stated
@@ -32,11 +30,12 @@ class Egodex(tfds.core.GeneratorBasedBuilder):
 
   RELEASE_NOTES = {VERSION: "Initial release: EgoDex-layout episodes converted per hand."}
   VERSION = tfds.core.Version(VERSION)
+  config_key = "config.datasets.egodex"
 
   def __init__(self, *, generation=None, **kwargs):
     self.generation = generation
-    self._stats, self._rejected, self._accepted = {}, [], {}
-    self._frames = self._seconds = 0.0
+    self._stats = {}
+    self._init_converter()
     super().__init__(**kwargs)
 
   # ---- settings (a section of experiments/datasets.py) -----------------------------------------------
@@ -97,62 +96,20 @@ class Egodex(tfds.core.GeneratorBasedBuilder):
       self._reject(path, "file", problem)
     if not pairs:
       raise ValueError(f"config.datasets.egodex.source_dir={root!r}: no episode (an .hdf5 with an .mp4 beside it)")
-    every = int(self._section.get("val_every", 10))
-    self._root, self._taken = root, set()
-    # val first (TFDS writes the splits in this order): every `every`-th episode by path (fewer episodes: the
-    # last), and where one is refused the next good one (near the end: the closest earlier one), so a bad file
-    # never leaves the val split short while good ones remain. Train: all the others.
-    splits = {"val": self._generate_examples(pairs, "val", every)} if every > 0 else {}
-    splits["train"] = self._generate_examples(pairs, "train", every)
-    return splits
+    return self.split_generators(root, pairs, int(self._section.get("val_every", 10)))
 
-  def _generate_examples(self, pairs, split: str, every: int):
-    if split == "val":
-      # Fewer episodes than `every` (a small folder): the last one, so there is still a val split.
-      picks = {i for i in range(len(pairs)) if (i + 1) % every == 0} or ({len(pairs) - 1} if len(pairs) > 1 else set())
-      owed = 0
-      for i, pair in enumerate(pairs):
-        owed += i in picks
-        if owed:
-          self._taken.add(pair)
-          owed -= yield from self._convert(pair, "val")
-      for pair in reversed(pairs):  # refused picks near the end: the closest earlier episodes instead
-        if owed <= 0:
-          break
-        if pair not in self._taken:
-          self._taken.add(pair)
-          owed -= yield from self._convert(pair, "val")
-    else:
-      for pair in pairs:
-        if pair not in self._taken:
-          yield from self._convert(pair, "train")
-    if not self._accepted.get(split):
-      hint = "; set val_every=0 for no val split" if split == "val" else ""
-      raise ValueError(f"config.datasets.egodex (source_dir={self._root!r}, val_every={every}): no {split} episode "
-                       f"could be converted; rejected: {self._rejected[:5]}{hint}")
-
-  def _convert(self, pair, split: str):
-    """Yields the (key, example) of each selected hand of one episode; returns 1 if any was accepted."""
+  def _convert_item(self, pair, split: str):
+    """Yields the (key, example) of each selected hand of one episode; returns how many. The file is refused
+    (EpisodeError) if any selected hand cannot be converted: a damaged file is not trusted for the other."""
     hdf5, mp4 = pair
     rel = os.path.relpath(os.path.splitext(hdf5)[0], self._root)
-    for side in self._sides():
-      t0 = time.time()
-      try:
-        ep = egodex.convert(hdf5, mp4, self._options(side))
-      except egodex.EpisodeError as e:
-        self._reject(e.path, e.key, e.problem)
-        return 0  # the file is bad for either hand
-      self._seconds += time.time() - t0
-      self._frames += ep["source_frames"]
+    converted = [(side, self._timed_convert(egodex.convert, hdf5, mp4, self._options(side))) for side in self._sides()]
+    for side, ep in converted:
       if split == "train":
         self._accumulate(ep)
-      self._accepted.setdefault(split, []).append(f"{rel}:{side}")
+      self._accept(split, f"{rel}:{side}")
       yield f"{rel}_{side}", self._example(ep, rel, side)
-    return 1
-
-  def _reject(self, path, key, problem):
-    self._rejected.append(dict(file=path, key=key, problem=problem))
-    print(f"egodex: skipped {path}: {key}: {problem}", file=sys.stderr, flush=True)
+    return len(converted)
 
   def _example(self, ep: dict, rel: str, side: str) -> dict:
     T, c = len(ep["hand_keypoints"]), self._camera
@@ -185,9 +142,3 @@ class Egodex(tfds.core.GeneratorBasedBuilder):
   # ---- what vam.data.build stores beside the dataset ----------------------------------------------------
   def normalization_stats(self) -> dict:
     return stats_lib.finalize(self._stats, action_names={"human_hand": KEYPOINT_NAMES})
-
-  def conversion_report(self) -> dict:
-    return dict(source_dir=self._root, accepted={k: len(v) for k, v in self._accepted.items()},
-                episodes=self._accepted, rejected=self._rejected, source_frames=int(self._frames),
-                convert_seconds=round(self._seconds, 3),
-                source_frames_per_s=round(self._frames / self._seconds, 1) if self._seconds else None)

@@ -36,11 +36,12 @@ counts, unreadable or truncated video); the dataset builder records it and goes 
 """
 
 import dataclasses
-import logging
 import os
 
 import numpy as np
 
+from vam.data import video_io
+from vam.data.video_io import EpisodeError  # pylint: disable=unused-import  (part of this module's interface)
 from vam.sim import geometry
 
 SIDES = ("right", "left")
@@ -60,14 +61,6 @@ def joint_names(side: str) -> dict:
   return dict(wrist=f"{side}Hand", **{f"tip{i}": f"{side}{f}Tip" for i, f in enumerate(FINGERS)},
               thumb_knuckle=f"{side}ThumbKnuckle", index_knuckle=f"{side}IndexFingerKnuckle",
               little_knuckle=f"{side}LittleFingerKnuckle")
-
-
-class EpisodeError(ValueError):
-  """A bad episode file: `path` and `key` name what is wrong."""
-
-  def __init__(self, path: str, key: str, problem: str):
-    self.path, self.key, self.problem = path, key, problem
-    super().__init__(f"{path}: {key}: {problem}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,37 +155,6 @@ def read_poses(path: str, side: str) -> dict:
   return out
 
 
-def read_video(path: str, size: tuple) -> tuple[np.ndarray, float, tuple]:
-  """Frames (M, h, w, 3) uint8 centre-cropped to a square and resized to `size` (w, h) by ffmpeg, the video's
-  frame rate and its source (width, height)."""
-  import imageio_ffmpeg  # pylint: disable=g-import-not-at-top
-  w, h = size
-  crop = "crop='min(iw,ih)':'min(iw,ih)'"
-  logging.getLogger("imageio_ffmpeg").setLevel(logging.ERROR)  # it warns that the output size is not the source's
-  try:
-    gen = imageio_ffmpeg.read_frames(path, output_params=["-vf", f"{crop},scale={w}:{h}:flags=area"])
-    meta = next(gen)
-    frames = [np.frombuffer(b, np.uint8).reshape(h, w, 3) for b in gen]
-  except (RuntimeError, OSError, StopIteration, ValueError) as e:
-    raise EpisodeError(path, "video", f"cannot be decoded ({str(e).strip().splitlines()[-1] if str(e) else e})") from None
-  if not frames:
-    raise EpisodeError(path, "video", "has no frames")
-  return np.stack(frames), float(meta.get("fps", 0.0)), tuple(meta["source_size"])
-
-
-def crop_intrinsics(k: np.ndarray, source_size: tuple, size: tuple) -> np.ndarray:
-  """The 3x3 intrinsics of `read_video`'s images: centre square crop of the source, then a resize to `size`."""
-  (sw, sh), (w, h) = source_size, size
-  s = min(sw, sh)
-  out = np.array(k, np.float64)
-  out[0, 2] -= (sw - s) / 2
-  out[1, 2] -= (sh - s) / 2
-  out[0] *= w / s
-  out[1] *= h / s
-  out[2] = (0, 0, 1)
-  return out
-
-
 def wrist_rotations(poses: dict, side: str, opts: Options) -> np.ndarray:
   """(N, 3, 3) world-frame rotations of our wrist frame (see the module docstring)."""
   if opts.wrist_frame == "transform":
@@ -209,9 +171,7 @@ def wrist_rotations(poses: dict, side: str, opts: Options) -> np.ndarray:
 
 def source_frames(n: int, opts: Options) -> np.ndarray:
   """Indices of the source frames that become control steps (nearest frame to each control time)."""
-  ratio = opts.source_hz / opts.control_hz
-  idx = np.round(np.arange(int(np.floor((n - 1) / ratio)) + 1) * ratio).astype(np.int64)
-  return idx[idx < n]
+  return video_io.resample(n, opts.source_hz, opts.control_hz)
 
 
 def convert(hdf5: str, mp4: str, opts: Options) -> dict:
@@ -220,7 +180,7 @@ def convert(hdf5: str, mp4: str, opts: Options) -> dict:
   side = opts.hand
   poses = read_poses(hdf5, side)
   n = len(poses["camera"])
-  frames, fps, source_size = read_video(mp4, opts.image_size)
+  frames, fps, source_size = video_io.read_video(mp4, opts.image_size)
   if abs(len(frames) - n) > opts.frame_tolerance:
     raise EpisodeError(mp4, "video", f"{len(frames)} frames, but {os.path.basename(hdf5)} has {n} pose frames "
                        "(transforms/camera): truncated or mismatched video")
@@ -247,6 +207,6 @@ def convert(hdf5: str, mp4: str, opts: Options) -> dict:
       action=keypoints[nxt], hand_valid=poses["confidence"][idx] >= opts.min_confidence,
       hand_confidence=poses["confidence"][idx].astype(np.float32),
       camera_extrinsics=(world_to_out @ poses["camera"][idx]).astype(np.float32),
-      intrinsics=crop_intrinsics(poses["intrinsic"], source_size, opts.image_size).astype(np.float32),
+      intrinsics=video_io.crop_intrinsics(poses["intrinsic"], source_size, opts.image_size).astype(np.float32),
       source_intrinsics=poses["intrinsic"].astype(np.float32), instruction=instruction, task=task,
       source_frames=n)
