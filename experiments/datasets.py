@@ -9,13 +9,15 @@ Variants:
   egodex      converts a folder of EgoDex-layout episodes (real human video + ARKit hand poses) into
               `human_hand` RLDS episodes: --config.datasets.egodex.source_dir=PATH (data/egodex, README
               "Real data")
+  video_folder  converts a folder of plain videos (optional instructions) into image-only episodes for the
+              video model: --config.datasets.video_folder.source_dir=PATH (data/video_folder)
 """
 
 import ml_collections
 
 from vam.sim import tasks
 
-VARIANTS = ("quickstart", "tiny", "standard", "hard", "egodex")
+VARIANTS = ("quickstart", "tiny", "standard", "hard", "egodex", "video_folder")
 
 
 def _dataset(name, embodiments, train, val):
@@ -38,14 +40,27 @@ def egodex_section():
       val_every=10))  # every 10th episode (sorted by path; fewer: the last) goes to the val split; 0: none
 
 
+def video_folder_section():
+  """Settings of a folder of plain videos (vam/data/video_folder.py documents each)."""
+  return ml_collections.ConfigDict(dict(
+      name="video_folder", embodiments=["human_hand"],
+      source_dir="",  # videos at any depth; <stem>.txt beside one or instructions.json at the root: instructions
+      embodiment="human_hand",  # what the videos show (the video model's embodiment token)
+      source_hz=0.0,  # 0: each file's own frame rate
+      control_hz=10.0,  # resampled to our control rate (nearest frame)
+      clip_seconds=0.0,  # > 0: long videos become episodes of this length
+      val_every=10))  # every 10th video (sorted by path; fewer: the last) goes to the val split; 0: none
+
+
 def get_config(variant=None):
   variant = variant or "quickstart"
   if variant not in VARIANTS:
     raise ValueError(f"experiments/datasets.py: unknown variant {variant!r}; valid variants: {list(VARIANTS)}")
-  if variant == "egodex":
+  if variant in ("egodex", "video_folder"):
     c = get_config("quickstart")
     c.variant = variant
-    c.datasets = ml_collections.ConfigDict(dict(egodex=egodex_section()))
+    section = egodex_section() if variant == "egodex" else video_folder_section()
+    c.datasets = ml_collections.ConfigDict({variant: section})
     return c
   robot, human = dict(quickstart=((160, 16), (48, 8)), tiny=((2, 1), (2, 1)), standard=((250, 25), (100, 10)),
                       hard=((250, 25), (100, 10)))[variant]

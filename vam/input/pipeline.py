@@ -75,7 +75,7 @@ class WindowSource:
     ep = self.episodes.episode(e)
     # Mutual imitation: the other embodiments' mapped trajectories (IK included) are computed once per
     # decoded episode, beside it in the cache.
-    ep["mapped"] = mapping_lib.map_episode(ep, self.space, self.mapping)
+    ep["mapped"] = mapping_lib.map_episode(ep, self.space, self.mapping) if "action" in ep else {}
     self._cache[e] = ep
     self._cached_bytes += _nbytes(ep)
     while self._cached_bytes > self.cache_bytes and len(self._cache) > 1:
@@ -166,6 +166,8 @@ class InputPipeline:
                          f"{list(space.embodiments)}")
     # Real data (e.g. converted human video) has no simulator state: then no window carries it.
     self.without_privileged = [e.path for e, s in zip(entries, self.episodes) if not s.has_privileged]
+    # Video-only datasets (no actions) sampled in the mixture: only a video model can learn from them.
+    self.video_only = [e.path for e, s in zip(entries, self.episodes) if s.video_only and e.weight > 0]
     if self.without_privileged:
       self.spec = spec = dataclasses.replace(spec, privileged=False)
     self.stats = embodiment_lib.merge_stats(*[s.stats for s in self.episodes],

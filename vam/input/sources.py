@@ -15,6 +15,9 @@ from vam.input import latents as latents_lib
 REQUIRED_STEP_FIELDS = ("observation/state", "observation/eef", "action", "eef_target", "language_instruction",
                         "is_first", "is_last")
 REQUIRED_METADATA = ("embodiment", "action_dim", "state_dim")
+# A dataset without actions (data/video_folder: plain videos) is video-only: images and instructions.
+VIDEO_ONLY_STEP_FIELDS = ("language_instruction", "is_first", "is_last")
+VIDEO_ONLY_METADATA = ("embodiment",)
 
 
 def _feature_paths(features: dict, prefix="") -> set:
@@ -43,10 +46,13 @@ class EpisodeSource:
       top = json.load(f)["featuresDict"]["features"]
     paths = _feature_paths(top)
     self.image_key = f"observation/image_{camera}"
-    for field in REQUIRED_STEP_FIELDS + (self.image_key,):
+    self.video_only = "steps/action" not in paths
+    step_fields, metadata = ((VIDEO_ONLY_STEP_FIELDS, VIDEO_ONLY_METADATA) if self.video_only else
+                             (REQUIRED_STEP_FIELDS, REQUIRED_METADATA))
+    for field in step_fields + (self.image_key,):
       if f"steps/{field}" not in paths:
         raise ValueError(f"dataset {dataset_dir}: field steps/{field} is missing ({features_file})")
-    for field in REQUIRED_METADATA:
+    for field in metadata:
       if f"episode_metadata/{field}" not in paths:
         raise ValueError(f"dataset {dataset_dir}: field episode_metadata/{field} is missing ({features_file})")
     self.has_hand = "steps/observation/hand_keypoints" in paths
@@ -69,23 +75,23 @@ class EpisodeSource:
     return len(self.source)
 
   def episode(self, i: int) -> dict:
-    """All steps of episode `i`: images (T, H, W, 3) uint8; state/eef/action float32 at their true width."""
+    """All steps of episode `i`: images (T, H, W, 3) uint8; state/eef/action float32 at their true width
+    (video-only datasets: images, instruction and embodiment only)."""
     ep = self.source[int(i)]
     meta = ep["episode_metadata"]
     steps = list(ep["steps"])
-    a_dim, s_dim = int(meta["action_dim"]), int(meta["state_dim"])
     obs = [s["observation"] for s in steps]
-    out = dict(
-        embodiment=meta["embodiment"].decode(),
-        instruction=steps[0]["language_instruction"].decode(),
-        images=np.stack([o[f"image_{self.camera}"] for o in obs]),
-        state=np.stack([o["state"] for o in obs])[:, :s_dim].astype(np.float32),
-        eef=np.stack([o["eef"] for o in obs]).astype(np.float32),
-        action=np.stack([s["action"] for s in steps])[:, :a_dim].astype(np.float32),
-        eef_target=np.stack([s["eef_target"] for s in steps]).astype(np.float32),
-    )
+    out = dict(embodiment=meta["embodiment"].decode(), instruction=steps[0]["language_instruction"].decode(),
+               images=np.stack([o[f"image_{self.camera}"] for o in obs]))
     if self.latents is not None:
       out["latents"] = self.latents.episode(int(i))
+    if self.video_only:
+      return out
+    a_dim, s_dim = int(meta["action_dim"]), int(meta["state_dim"])
+    out.update(state=np.stack([o["state"] for o in obs])[:, :s_dim].astype(np.float32),
+               eef=np.stack([o["eef"] for o in obs]).astype(np.float32),
+               action=np.stack([s["action"] for s in steps])[:, :a_dim].astype(np.float32),
+               eef_target=np.stack([s["eef_target"] for s in steps]).astype(np.float32))
     if self.has_privileged:
       out["privileged"] = np.stack([o["privileged"] for o in obs]).astype(np.float32)
     if self.has_hand:

@@ -16,6 +16,7 @@ last steps are d = tf * s apart -- s = 1: back to back, s > 1: a longer horizon 
                                   t+1..t+H_a relative to t); `action_mask` = valid slot dims x valid steps
                                   (the episode's own slots and, with mutual imitation, the mapped slots of
                                   the other embodiments: `mapped_mask` (H_a, A) marks those)
+Video-only episodes (plain videos, stage 1) have every action entry masked out and a zero proprio.
 Steps whose hand was tracked below the confidence threshold (`hand_valid`, real video) mask every chunk step
 that reads them. Chunk steps past the episode's end repeat its last action -- the robot holds where the demo ended -- and are
 trained on (`pad='repeat'`, Diffusion Policy's padding): a policy that replans near its goal must have
@@ -121,25 +122,33 @@ def reference_chunks(ep: dict, t: int, horizon: int, space) -> dict:
 
 
 def make_window(ep: dict, t: int, spec: WindowSpec, space, normalizer) -> dict:
-  T, tf = len(ep["action"]), spec.temporal_factor
+  T, tf = len(ep["images"]), spec.temporal_factor
   d = tf * spec.frame_stride  # steps between the last frames of consecutive latent frames
   ctx_ends = t - (spec.context_frames - 1 - np.arange(spec.context_frames)) * d  # last step of each group
   fut_ends = t + (1 + np.arange(spec.future_frames)) * d
   group = np.arange(tf) - tf + 1  # a group's frames relative to its last step
   ctx, fut = (ctx_ends[:, None] + group).ravel(), (fut_ends[:, None] + group).ravel()
-  views = ep.get("mapped", {})
-  chunk, mask, mapped_mask = unified_chunk(ep, t, spec.action_horizon, space, views, spec.pad)
   name = ep["embodiment"]
-  normalized = normalizer.normalize_actions(name, chunk)
-  for other in views:  # mapped slots take their own embodiment's statistics
-    mapped = np.clip(normalizer.normalize_actions(other, chunk), -MAPPED_CLIP, MAPPED_CLIP)
-    normalized = np.where(space.embodiment_mask(other), mapped, normalized)
+  if "action" not in ep:  # video-only (stage 1): every action entry masked out, no proprio
+    mask = mapped_mask = np.zeros((spec.action_horizon, space.dim), bool)
+    normalized = np.zeros((spec.action_horizon, space.dim), np.float32)
+    proprio = np.zeros(spec.proprio_dim, np.float32)
+  else:
+    views = ep.get("mapped", {})
+    chunk, mask, mapped_mask = unified_chunk(ep, t, spec.action_horizon, space, views, spec.pad)
+    normalized = normalizer.normalize_actions(name, chunk)
+    for other in views:  # mapped slots take their own embodiment's statistics
+      mapped = np.clip(normalizer.normalize_actions(other, chunk), -MAPPED_CLIP, MAPPED_CLIP)
+      normalized = np.where(space.embodiment_mask(other), mapped, normalized)
+    proprio = normalizer.normalize_state(name, ep["state"][t], ep["eef"][t])
   out = {}
   if spec.privileged and "privileged" in ep and name in normalizer.privileged_offset:  # the privileged-state policy's input only
     out["privileged"] = normalizer.normalize_privileged(name, ep["privileged"][t])
   if spec.references:
-    for key, ref in reference_chunks(ep, t, spec.action_horizon, space).items():
-      out[f"{key}_actions"] = np.where(mask, normalizer.normalize_actions(name, ref), 0.0).astype(np.float32)
+    for key, ref in (reference_chunks(ep, t, spec.action_horizon, space).items() if "action" in ep else
+                     ((k, None) for k in ("hold", "last"))):
+      out[f"{key}_actions"] = (normalized if ref is None else
+                               np.where(mask, normalizer.normalize_actions(name, ref), 0.0)).astype(np.float32)
   if "latents" in ep:
     out.update(context_latents=ep["latents"][np.clip(ctx_ends, 0, T - 1)],
                future_latents=ep["latents"][np.clip(fut_ends, 0, T - 1)])
@@ -149,7 +158,7 @@ def make_window(ep: dict, t: int, spec: WindowSpec, space, normalizer) -> dict:
       image_mask=ctx_ends - tf + 1 >= 0,
       future_images=ep["images"][np.clip(fut, 0, T - 1)],
       future_mask=fut_ends <= T - 1,
-      proprio=normalizer.normalize_state(name, ep["state"][t], ep["eef"][t]),
+      proprio=proprio,
       actions=np.where(mask, normalized, 0.0).astype(np.float32),
       action_mask=mask,
       mapped_mask=mapped_mask,
