@@ -11,13 +11,15 @@ Variants:
               "Real data")
   video_folder  converts a folder of plain videos (optional instructions) into image-only episodes for the
               video model: --config.datasets.video_folder.source_dir=PATH (data/video_folder)
+  rlds_robot  standardises a robot dataset in RLDS (Open-X style) into an end-effector embodiment
+              `rlds_<name>`: --config.datasets.rlds_robot.source_dir=PATH plus its spec (data/rlds_robot)
 """
 
 import ml_collections
 
 from vam.sim import tasks
 
-VARIANTS = ("quickstart", "tiny", "standard", "hard", "egodex", "video_folder")
+VARIANTS = ("quickstart", "tiny", "standard", "hard", "egodex", "video_folder", "rlds_robot")
 
 
 def _dataset(name, embodiments, train, val):
@@ -52,14 +54,32 @@ def video_folder_section():
       val_every=10))  # every 10th video (sorted by path; fewer: the last) goes to the val split; 0: none
 
 
+def rlds_robot_section():
+  """The standardisation spec of an RLDS robot dataset (vam/data/rlds_robot.py `Spec` documents each); the
+  defaults read the common Open-X layout: 7-D delta end-effector actions (xyz, roll-pitch-yaw, gripper with +1
+  open), a state of xyz + roll-pitch-yaw (+ gripper)."""
+  return ml_collections.ConfigDict(dict(
+      name="rlds_robot", embodiments=[],  # the robot is `embodiment`, not one of the simulated ones
+      source_dir="",  # a TFDS dataset directory (features.json, array_record shards)
+      embodiment="rlds_robot",  # rlds_<name>: its slot in the unified action space
+      cameras={"front": "observation/image"},  # our camera -> source image key (add wrist: observation/wrist_image)
+      state_key="observation/state", state_position=[0, 3], state_rotation=[3, 6], state_rotation_format="euler_xyz",
+      state_gripper=-1, gripper_state_open=1.0, gripper_state_closed=0.0,  # -1: no measured opening
+      action_key="action", action_convention="delta_eef", delta_frame="base",
+      action_position=[0, 3], action_rotation=[3, 6], action_rotation_format="euler_xyz",
+      action_gripper=6, gripper_open=1.0, gripper_closed=-1.0,
+      instruction_key="language_instruction",  # or episode_metadata/<key>
+      val_every=10))
+
+
 def get_config(variant=None):
   variant = variant or "quickstart"
   if variant not in VARIANTS:
     raise ValueError(f"experiments/datasets.py: unknown variant {variant!r}; valid variants: {list(VARIANTS)}")
-  if variant in ("egodex", "video_folder"):
+  if variant in ("egodex", "video_folder", "rlds_robot"):
     c = get_config("quickstart")
     c.variant = variant
-    section = egodex_section() if variant == "egodex" else video_folder_section()
+    section = dict(egodex=egodex_section, video_folder=video_folder_section, rlds_robot=rlds_robot_section)[variant]()
     c.datasets = ml_collections.ConfigDict({variant: section})
     return c
   robot, human = dict(quickstart=((160, 16), (48, 8)), tiny=((2, 1), (2, 1)), standard=((250, 25), (100, 10)),

@@ -115,7 +115,7 @@ def test_video_model_trains_on_it_and_policies_refuse_it(stage1, video_build, tm
       "model.autoencoder_workdir": stage1["ae"], "data.embodiments": ["human_hand", "arm6"],
       "data.mixture": "{'sim_human': 1.0, 'video_folder': 1.0}"}))[2]
   assert loader.video_only == [f"{mixed}/video_folder/1.0.0"]
-  w = loader.sources[1][0]
+  w = next(s for s in loader.sources if s.episodes.dir.endswith("video_folder/1.0.0"))[0]
   assert not w["action_mask"].any() and not w["proprio"].any() and w["images"].shape[-3:] == (64, 64, 3)
   video = str(tmp_path / "video")
   train_lib.train(experiment_config("video_pretrain.py:tiny", data_dir=mixed, **{

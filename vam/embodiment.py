@@ -50,12 +50,14 @@ def proprio_width(proprio_dim: int, with_eef: bool) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class EmbodimentSpec:
-  kind: str  # robot | human
+  # robot (simulated: joints and an end effector) | robot_eef (a robot of a converted RLDS dataset, known by its
+  # end-effector poses and gripper only) | human
+  kind: str
   joints: tuple[str, ...] = ()  # robots: the joint targets of the native action (the gripper command follows)
 
   @property
   def action_names(self) -> tuple[str, ...]:
-    return self.joints + ("gripper",) if self.kind == "robot" else ()
+    return self.joints + ("gripper",) if self.kind in ("robot", "robot_eef") else ()
 
 
 # Mirrors the simulated embodiments' native actions (vam/sim/embodiments; a test keeps them in step).
@@ -67,10 +69,18 @@ EMBODIMENTS = {
 DEFAULT_EMBODIMENTS = ("human_hand", "arm6", "gantry")
 
 
+# Robots of converted RLDS datasets (data/rlds_robot) are named `rlds_<dataset>`: the name alone defines them
+# (an end-effector slot, no joints, no simulator), so checkpoints restore their action space like ours.
+EXTERNAL_PREFIX = "rlds_"
+
+
 def spec(name: str) -> EmbodimentSpec:
-  if name not in EMBODIMENTS:
-    raise ValueError(f"unknown embodiment {name!r}; valid embodiments: {sorted(EMBODIMENTS)}")
-  return EMBODIMENTS[name]
+  if name in EMBODIMENTS:
+    return EMBODIMENTS[name]
+  if name.startswith(EXTERNAL_PREFIX) and len(name) > len(EXTERNAL_PREFIX):
+    return EmbodimentSpec("robot_eef")
+  raise ValueError(f"unknown embodiment {name!r}; valid embodiments: {sorted(EMBODIMENTS)} or "
+                   f"{EXTERNAL_PREFIX}<name> (a converted RLDS robot dataset)")
 
 
 def _xp(x):
@@ -98,8 +108,8 @@ class ActionSpace:
     slots, start = [], 0
     for name in embodiment_names:
       s = spec(name)
-      parts = [(name, "hand", HAND_DIM)] if s.kind == "human" else [
-          (f"{name}_eef", "eef", EEF_DIM), (f"{name}_joints", "joints", len(s.action_names))]
+      parts = ([(name, "hand", HAND_DIM)] if s.kind == "human" else [(f"{name}_eef", "eef", EEF_DIM)] +
+               ([(f"{name}_joints", "joints", len(s.action_names))] if s.kind == "robot" else []))
       for slot_name, kind, size in parts:
         slots.append(Slot(slot_name, name, kind, start, size))
         start += size

@@ -223,10 +223,12 @@ def map_episode(ep: dict, space: embodiment_lib.ActionSpace, mapping: Mapping | 
   if mapping is None:
     return {}
   name, views = ep["embodiment"], {}
+  # Only the simulated robots have the kinematics a mapping needs (robots of converted RLDS datasets do not).
+  simulated = lambda n: embodiment_lib.spec(n).kind == "robot"
   if name == HAND and "human_to_robot" in mapping.directions:
     for robot in space.embodiments:
-      if robot != HAND:
+      if simulated(robot):
         views[robot] = human_to_robot(ep["hand_keypoints"], robot, mapping)
-  elif name != HAND and "robot_to_human" in mapping.directions and HAND in space.embodiments:
+  elif simulated(name) and "robot_to_human" in mapping.directions and HAND in space.embodiments:
     views[HAND] = robot_to_human(ep["eef"], ep["action"], name, mapping)
   return views
