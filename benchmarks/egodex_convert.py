@@ -8,6 +8,7 @@ smooth random walk), then times, in one run:
   read_poses     the HDF5 pose reading and checks alone (one hand)
   read_video     ffmpeg decode + centre crop + area resize alone, per output size
   convert        the whole conversion of one hand, per output size (what the dataset builder runs per hand)
+  video_folder   the same file as a plain video (data/video_folder: decode, resize, 30 -> 10 Hz), 64x64
 Frames/s count source (30 Hz) frames; the builder converts each selected hand separately, so `hands=both`
 costs twice the `convert` time per episode.
 """
@@ -22,7 +23,7 @@ import imageio.v2 as imageio
 import numpy as np
 
 from benchmarks import report
-from vam.data import egodex, video_io
+from vam.data import egodex, video_folder, video_io
 
 
 def _pose(rot, pos):
@@ -94,6 +95,8 @@ def main():
       results[f"read_video_{size}_frames_per_s"] = round(n / s, 1)
       s = _timed(lambda: egodex.convert(h5, mp4, egodex.Options(image_size=(size, size))), args.repeats)
       results[f"convert_{size}_frames_per_s"] = round(n / s, 1)
+    s = _timed(lambda: video_folder.convert(mp4, video_folder.Options(image_size=(64, 64))), args.repeats)
+    results["video_folder_64_frames_per_s"] = round(n / s, 1)
   sizes = args.sizes
   ratios = {f"convert_{s}_vs_{sizes[0]}": round(results[f"convert_{s}_frames_per_s"] /
                                                  results[f"convert_{sizes[0]}_frames_per_s"], 3) for s in sizes[1:]}
