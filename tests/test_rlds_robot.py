@@ -164,5 +164,18 @@ def test_trains_in_a_mixture_with_simulated_robots(tiny_data_dir, rlds_build, tm
   slot = space.slot("rlds_toy", "eef").slice
   assert w["action_mask"][:, slot].all() and not np.delete(w["action_mask"], np.r_[slot], axis=1).any()
   assert np.isfinite(w["actions"]).all() and np.abs(w["actions"]).max() < 10
-  result = train_lib.train(config, str(tmp_path / "w"))
+  from vam.input import windows  # pylint: disable=g-import-not-at-top
+  src = next(s for s in loader.sources if s.episodes.dir.endswith("rlds_robot/1.0.0"))
+  ep = src.episodes.episode(0)
+  hold = windows.reference_chunks(ep, 7, 4, space)["hold"][:, slot]  # holding: no motion, the gripper as it is
+  np.testing.assert_allclose(hold[:, :3], 0.0, atol=1e-6)
+  np.testing.assert_allclose(hold[:, 9], 1.0 - ep["state"][7, 9], atol=1e-6)
+  w = str(tmp_path / "w")
+  result = train_lib.train(config, w)
   assert np.isfinite(result["loss"])
+  # Judged offline (no simulator for it): per-slot errors for its end-effector slot; closed loop is refused.
+  from vam.eval import evaluate, offline, restore  # pylint: disable=g-import-not-at-top
+  errors = offline.action_error(restore.load(w), str(mixed), 8, 8, 0, 2)
+  assert errors["rlds_toy_eef"]["entries"] > 0 and np.isfinite(errors["rlds_toy_eef"]["rmse_native"])
+  with pytest.raises(ValueError, match=r"config.eval.embodiments=\['rlds_toy'\]: \['rlds_toy'\] have no simulator"):
+    evaluate.evaluate(w, overrides=[("eval.embodiments", "['rlds_toy']")])

@@ -202,6 +202,14 @@ def joint_positions(name: str, state):
   return state[..., :len(spec(name).joints)]
 
 
+def gripper_opening(name: str, state):
+  """A robot's gripper opening (..., 1) from its proprio: after the joints (simulated robots) or after the
+  end-effector pose (robots of converted RLDS datasets, whose state is pose (9) + opening)."""
+  s = spec(name)
+  start = POSE_DIM if s.kind == "robot_eef" else len(s.joints)
+  return state[..., start:start + 1]
+
+
 # ---- normalisation -------------------------------------------------------------------------------------
 NORM_MODES = ("quantile", "mean_std")
 

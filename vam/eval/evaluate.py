@@ -4,6 +4,7 @@ import os
 import time
 
 from vam import checkpoints
+from vam import embodiment as embodiment_lib
 from vam import log as log_lib
 from vam.eval import agents, closed_loop, offline, report, restore, video
 
@@ -41,6 +42,10 @@ def evaluate(workdir: str, step: int | None = None, out: str | None = None, over
     logging.info("step %d evaluated in %.0f s: %s", restored.step, evaluation["eval_seconds"],
                  {k: round(v, 4) for k, v in evaluation["video"].items() if isinstance(v, float)})
     return rep
+  not_simulated = [e for e in ec.embodiments if embodiment_lib.spec(e).kind != "robot"]
+  if not_simulated:  # e.g. the end-effector robots of converted RLDS datasets: offline metrics only
+    raise ValueError(f"config.eval.embodiments={list(ec.embodiments)}: {not_simulated} have no simulator to roll "
+                     "out in; evaluate them offline (vam.eval.offline) and list simulated robots here")
   cells_spec = [(t, m, s) for t in ec.tasks for m in ec.modes for s in ec.splits]
   runners = {} if runners is None else runners
   cells, videos = [], []

@@ -114,7 +114,7 @@ def reference_chunks(ep: dict, t: int, horizon: int, space) -> dict:
     hold = last = dict(ep, **still)
   else:
     joints = embodiment_lib.joint_positions(name, ep["state"][t])
-    held = np.concatenate([joints, 1.0 - ep["state"][t, len(joints):len(joints) + 1]])
+    held = np.concatenate([joints, 1.0 - embodiment_lib.gripper_opening(name, ep["state"][t])])
     hold = dict(ep, **still, eef_target=rep(ep["eef"][t]), action=rep(held))
     last = hold if t == 0 else dict(ep, **still, eef_target=rep(ep["eef_target"][t - 1]),
                                     action=rep(ep["action"][t - 1]))
