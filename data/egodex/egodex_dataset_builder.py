@@ -32,26 +32,12 @@ class Egodex(converter.Converter, tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version(VERSION)
   config_key = "config.datasets.egodex"
 
-  def __init__(self, *, generation=None, **kwargs):
-    self.generation = generation
-    self._stats = {}
-    self._init_converter()
-    super().__init__(**kwargs)
-
   # ---- settings (a section of experiments/datasets.py) -----------------------------------------------
-  @property
-  def _section(self):
-    return self.generation.dataset
-
-  @property
-  def _camera(self) -> str:
-    return list(self.generation.cameras)[0] if self.generation else "front"
-
   def _options(self, side: str) -> egodex.Options:
     d = self._section
     return egodex.Options(hand=side, frame=d.frame, wrist_frame=d.wrist_frame,
                           wrist_rotation=tuple(d.wrist_rotation), source_hz=float(d.source_hz),
-                          control_hz=float(d.control_hz), image_size=tuple(self.generation.image_size),
+                          control_hz=float(d.control_hz), image_size=self._image_size,
                           min_confidence=float(d.min_confidence), frame_tolerance=int(d.frame_tolerance))
 
   def _sides(self) -> list:
@@ -62,7 +48,7 @@ class Egodex(converter.Converter, tfds.core.GeneratorBasedBuilder):
 
   # ---- TFDS ----------------------------------------------------------------------------------------------
   def _info(self) -> tfds.core.DatasetInfo:
-    w, h = tuple(self.generation.image_size) if self.generation else (64, 64)
+    w, h = self._image_size
     observation = {f"image_{self._camera}": tfds.features.Tensor(shape=(h, w, 3), dtype=np.uint8),
                    "state": _f32((9,)), "eef": _f32((9,)), "hand_keypoints": _f32((24,)), "thumb_knuckle": _f32((3,)),
                    "hand_valid": tfds.features.Scalar(dtype=np.bool_), "hand_confidence": tfds.features.Scalar(dtype=np.float32),

@@ -24,15 +24,9 @@ class RldsRobot(converter.Converter, tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version(VERSION)
   config_key = "config.datasets.rlds_robot"
 
-  def __init__(self, *, generation=None, **kwargs):
-    self.generation = generation
-    self._stats = {}
-    self._init_converter()
-    super().__init__(**kwargs)
-
-  @property
-  def _spec(self) -> rlds_robot.Spec:
-    d = self.generation.dataset
+  def _make_spec(self) -> rlds_robot.Spec:
+    """The standardisation spec of config.datasets.rlds_robot (unknown keys refused by name)."""
+    d = self._section
     fields = {f.name for f in rlds_robot.dataclasses.fields(rlds_robot.Spec)}
     unknown = sorted(set(d.keys()) - fields - {"name", "embodiments", "source_dir", "val_every"})
     if unknown:
@@ -40,12 +34,12 @@ class RldsRobot(converter.Converter, tfds.core.GeneratorBasedBuilder):
     kw = {k: (tuple(tuple(x) if isinstance(x, (list, tuple)) else x for x in v) if isinstance(v, (list, tuple))
               else v) for k, v in d.items() if k in fields}
     kw["cameras"] = tuple(sorted(dict(d.cameras).items()))
-    kw["image_size"] = tuple(self.generation.image_size)
+    kw["image_size"] = self._image_size
     return rlds_robot.Spec(**kw)
 
   def _info(self) -> tfds.core.DatasetInfo:
-    w, h = tuple(self.generation.image_size) if self.generation else (64, 64)
-    cameras = list(dict(self.generation.dataset.cameras)) if self.generation else ["front"]
+    w, h = self._image_size
+    cameras = list(dict(self._section.cameras)) if self.generation else ["front"]
     observation = {f"image_{c}": tfds.features.Tensor(shape=(h, w, 3), dtype=np.uint8) for c in cameras}
     observation.update(state=_f32((10,)), eef=_f32((9,)))
     return self.dataset_info_from_configs(
@@ -63,11 +57,11 @@ class RldsRobot(converter.Converter, tfds.core.GeneratorBasedBuilder):
         description=self.__doc__, supervised_keys=None)
 
   def _split_generators(self, dl_manager):
-    root = self.generation.dataset.get("source_dir", "")
+    root = self._section.get("source_dir", "")
     if not root:
       raise ValueError("config.datasets.rlds_robot.source_dir is empty: point it at a TFDS dataset directory "
                        "(the folder holding features.json)")
-    self._spec_value = self._spec
+    self._spec = self._make_spec()
     try:
       source = tfds.builder_from_directory(root)
       self._sources = {split: source.as_data_source(split=split) for split in source.info.splits}
@@ -78,12 +72,12 @@ class RldsRobot(converter.Converter, tfds.core.GeneratorBasedBuilder):
     items = [(split, i) for split in sorted(self._sources) for i in range(len(self._sources[split]))]
     if not items:
       raise ValueError(f"config.datasets.rlds_robot.source_dir={root!r}: no episodes")
-    return self.split_generators(root, items, int(self.generation.dataset.get("val_every", 10)))
+    return self.split_generators(root, items, int(self._section.get("val_every", 10)))
 
   def _convert_item(self, item, split: str):
     source_split, i = item
     name = f"{self._root}[{source_split}][{i}]"
-    spec = self._spec_value
+    spec = self._spec
     ep = self._timed_convert(rlds_robot.convert, self._sources[source_split][i], spec, name)
     T = len(ep["action"])
     if split == "train":
@@ -101,4 +95,4 @@ class RldsRobot(converter.Converter, tfds.core.GeneratorBasedBuilder):
     return 1
 
   def normalization_stats(self) -> dict:
-    return stats_lib.finalize(self._stats, action_names={self._spec_value.embodiment: ("gripper",)})
+    return stats_lib.finalize(self._stats, action_names={self._spec.embodiment: ("gripper",)})

@@ -21,21 +21,8 @@ class VideoFolder(converter.Converter, tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version(VERSION)
   config_key = "config.datasets.video_folder"
 
-  def __init__(self, *, generation=None, **kwargs):
-    self.generation = generation
-    self._init_converter()
-    super().__init__(**kwargs)
-
-  @property
-  def _section(self):
-    return self.generation.dataset
-
-  @property
-  def _camera(self) -> str:
-    return list(self.generation.cameras)[0] if self.generation else "front"
-
   def _info(self) -> tfds.core.DatasetInfo:
-    w, h = tuple(self.generation.image_size) if self.generation else (64, 64)
+    w, h = self._image_size
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({
             "steps": tfds.features.Dataset({
@@ -59,7 +46,7 @@ class VideoFolder(converter.Converter, tfds.core.GeneratorBasedBuilder):
     if d.embodiment not in embodiments.EMBODIMENTS:
       raise ValueError(f"config.datasets.video_folder.embodiment={d.embodiment!r}; valid: "
                        f"{list(embodiments.EMBODIMENTS)}")
-    self._opts = video_folder.Options(image_size=tuple(self.generation.image_size), control_hz=float(d.control_hz),
+    self._opts = video_folder.Options(image_size=self._image_size, control_hz=float(d.control_hz),
                                       source_hz=float(d.source_hz), clip_seconds=float(d.clip_seconds))
     self._instructions = video_folder.read_instructions(root)
     videos = video_folder.find_videos(root)

@@ -17,10 +17,28 @@ class Converter:
 
   config_key = "config.datasets.?"  # how errors name the builder's settings
 
-  def _init_converter(self):
+  def __init__(self, *, generation=None, **kwargs):
+    """`generation`: the build config with this dataset's section as `generation.dataset` (vam.data.build)."""
+    self.generation = generation
+    self._stats = {}  # streaming statistics of the train split (vam.data.stats.accumulate)
     self._rejected, self._accepted, self._taken = [], {}, set()
     self._frames = self._seconds = 0.0
     self._root = ""
+    super().__init__(**kwargs)
+
+  @property
+  def _section(self):
+    return self.generation.dataset
+
+  @property
+  def _camera(self) -> str:
+    """The primary camera's name (the first of the build config's cameras)."""
+    return list(self.generation.cameras)[0] if self.generation else "front"
+
+  @property
+  def _image_size(self) -> tuple:
+    """(w, h) of the stored images."""
+    return tuple(self.generation.image_size) if self.generation else (64, 64)
 
   def split_generators(self, root: str, items: list, every: int) -> dict:
     """val first (TFDS writes the splits in this order): every `every`-th item (fewer items: the last), and
