@@ -7,10 +7,10 @@ from vam import checkpoints
 from vam import embodiment as embodiment_lib
 from vam import log as log_lib
 from vam.eval import agents, closed_loop, offline, report, restore, video
+from vam.models import registry
 
 logging = log_lib.get("vam.eval")
 AGENTS = ("policy", "expert", "random")
-VIDEO_MODELS = ("autoencoder", "video_dit")  # evaluated offline on held-out clips (vam/eval/video.py)
 
 
 def _pick_videos(result: dict, count: int) -> list[int]:
@@ -32,7 +32,7 @@ def evaluate(workdir: str, step: int | None = None, out: str | None = None, over
   ec, cfg = restored.config.eval, restored.config
   out = os.path.abspath(out or os.path.join(workdir, "eval"))
   os.makedirs(out, exist_ok=True)
-  if cfg.model.name in VIDEO_MODELS:
+  if cfg.model.name in registry.VIDEO_MODELS:  # evaluated offline on held-out clips (vam/eval/video.py)
     if agent != "policy":
       raise ValueError(f"--agent={agent!r}: {workdir} holds a {cfg.model.name!r} model; agents are for policies")
     evaluation = dict(step=restored.step, config=ec.to_dict(), data_dir=cfg.data_dir,

@@ -15,6 +15,8 @@ from vam import embodiment as embodiment_lib
 from vam.models import action_decoder, autoencoder, layers, policies, text, vam, video_dit, video_model
 
 MODELS = tuple(policies.POLICIES) + ("autoencoder", "video_dit", "vam")
+# Models of video alone: they learn from video-only datasets and are evaluated on held-out clips.
+VIDEO_MODELS = ("autoencoder", "video_dit")
 
 
 def check_name(config) -> str:

@@ -44,9 +44,6 @@ from vam.train import optim, sharding
 logging = log_lib.get("vam.train")
 
 
-VIDEO_MODELS = ("autoencoder", "video_dit")  # what learns from video-only datasets (no action targets)
-
-
 class NonFiniteLossError(FloatingPointError):
   pass
 
@@ -77,10 +74,10 @@ def make_inputs(config, latents: str | None = None):
                      f"{config.model.get('privileged_aux', 0)}, model {config.model.name!r}), which "
                      f"{loader.without_privileged} lack (real data): set config.model.privileged_aux=0 or drop them "
                      "from config.data.mixture")
-  if loader.video_only and config.model.name not in VIDEO_MODELS:
+  if loader.video_only and config.model.name not in registry.VIDEO_MODELS:
     raise ValueError(f"config.data.mixture samples {loader.video_only}, which have no actions (video-only): "
                      f"model {config.model.name!r} cannot learn from them; give them weight 0 or train a video "
-                     f"model ({list(VIDEO_MODELS)})")
+                     f"model ({list(registry.VIDEO_MODELS)})")
   return space, loader.spec, loader
 
 
