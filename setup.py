@@ -22,6 +22,8 @@ INSTALL_REQUIRES = [
     "imageio>=2.34",
     "imageio-ffmpeg>=0.5",  # ships its own ffmpeg binary: preview videos need no system packages
     "h5py>=3.10",  # EgoDex pose files (data/egodex)
+    "msgpack>=1.0",  # the policy server's wire format (vam/serve)
+    "websockets>=13",  # the policy server and its client (vam/serve; the asyncio and sync APIs)
     "importlib_resources>=6",  # tensorflow-datasets imports it without declaring it
 ]
 

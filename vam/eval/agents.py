@@ -35,42 +35,67 @@ class Agent:
   frame_stride: int = 1  # control steps between the frames it sees (config.data.frame_stride)
 
 
-def learned(restored, embodiment: str, replan_every: int, sample_steps: int, control: str = "joints",
-            noise_scale: float = 1.0, temporal_ensemble: bool = False, ensemble_decay: float = 0.01) -> Agent:
-  """The checkpoint's policy: images + proprio + instruction -> a normalised unified chunk -> this robot's
-  commands (`embodiment.native_commands` with the statistics saved in the checkpoint). `control` picks the
-  slot the robot executes: `joints` (joint-target deltas) or `eef` (end-effector pose through differential IK);
-  `noise_scale` the action flow's sampling temperature. `temporal_ensemble` (ACT's temporal ensembling; needs
-  `replan_every` = 1): a chunk is planned every step and the executed command is the average of what every
-  chunk still in its horizon commands for this step, weighted exp(ensemble_decay * age) (older plans slightly
-  more, as ACT) -- it averages out the sampling noise of single chunks and the jumps between them."""
-  cfg, space, norm = restored.config, restored.space, restored.normalizer
+def check_control(restored, embodiment: str, control: str) -> None:
+  """Clear errors for an embodiment the checkpoint cannot command with `control`."""
+  norm, space = restored.normalizer, restored.space
   if embodiment not in norm.action_offset:
     raise ValueError(f"the checkpoint has no normalisation statistics for {embodiment!r} (trained on "
                      f"{norm.embodiments})")
   if control not in embodiment_lib.CONTROLS:
     raise ValueError(f"config.eval.control={control!r}; valid: {list(embodiment_lib.CONTROLS)}")
   space.slot(embodiment, control)  # a clear error for an embodiment without that slot
+
+
+def chunk_fn(restored, embodiment: str, sample_steps: int, control: str = "joints", noise_scale: float = 1.0):
+  """The checkpoint's policy as one pure, jit-able function (the closed-loop agent and the policy server both
+  call it, so a served robot runs exactly what evaluation measured):
+
+      commands = act(params, obs, frames, instruction, rng)
+
+  obs: `state` (B, S) native proprio, `eef` (B, 9) the end-effector pose, and `privileged` (B, P) where the
+  model reads it (the state policy); frames (B, H_o, H, W, 3) uint8, newest last, `frame_stride` steps apart;
+  instruction (B, L) uint8 bytes. Returns (B, K, C) commands of `control` (`embodiment.native_commands` with
+  the statistics saved in the checkpoint)."""
+  check_control(restored, embodiment, control)
+  space, norm, binder = restored.space, restored.normalizer, restored.binder
+  horizon = restored.config.data.action_horizon
+  emb_id = space.embodiments.index(embodiment)
+
+  def act(params, obs, frames, instruction, rng):
+    native = obs["state"]
+    b = frames.shape[0]
+    batch = dict(images=frames, instruction=instruction, embodiment_id=jnp.full((b,), emb_id, jnp.int32),
+                 proprio=norm.normalize_state(embodiment, native, obs.get("eef")),
+                 action_mask=jnp.ones((b, horizon, space.dim), bool))
+    if "privileged" in obs and embodiment in norm.privileged_offset:
+      batch["privileged"] = norm.normalize_privileged(embodiment, obs["privileged"])
+    chunk = binder(params).sample(batch, rng, sample_steps, noise_scale=noise_scale)
+    return embodiment_lib.native_commands(norm, embodiment, control, chunk, native, obs.get("eef"))
+
+  return act
+
+
+def learned(restored, embodiment: str, replan_every: int, sample_steps: int, control: str = "joints",
+            noise_scale: float = 1.0, temporal_ensemble: bool = False, ensemble_decay: float = 0.01) -> Agent:
+  """The checkpoint's policy (`chunk_fn`): images + proprio + instruction -> a normalised unified chunk ->
+  this robot's commands. `control` picks the slot the robot executes: `joints` (joint-target deltas) or `eef`
+  (end-effector pose through differential IK); `noise_scale` the action flow's sampling temperature.
+  `temporal_ensemble` (ACT's temporal ensembling; needs `replan_every` = 1): a chunk is planned every step and
+  the executed command is the average of what every chunk still in its horizon commands for this step,
+  weighted exp(ensemble_decay * age) (older plans slightly more, as ACT) -- it averages out the sampling noise
+  of single chunks and the jumps between them."""
+  cfg, space = restored.config, restored.space
+  act = chunk_fn(restored, embodiment, sample_steps, control, noise_scale)
   horizon = cfg.data.action_horizon
   if not 1 <= replan_every <= horizon:
     raise ValueError(f"config.eval.replan_every={replan_every} must be in [1, data.action_horizon={horizon}]")
   if temporal_ensemble and replan_every != 1:
     raise ValueError(f"config.eval.temporal_ensemble needs config.eval.replan_every=1 (got {replan_every}): "
                      "it plans a chunk at every step")
-  emb_id = space.embodiments.index(embodiment)
-  binder = restored.binder
   width = space.slot(embodiment, control).size
 
   def plan(params, carry, state, frames, instruction, rng):
-    native = state.obs["state"]
-    b = frames.shape[0]
-    batch = dict(images=frames, instruction=instruction, embodiment_id=jnp.full((b,), emb_id, jnp.int32),
-                 proprio=norm.normalize_state(embodiment, native, state.obs["eef"]),
-                 action_mask=jnp.ones((b, horizon, space.dim), bool))
-    if embodiment in norm.privileged_offset:
-      batch["privileged"] = norm.normalize_privileged(embodiment, state.obs["privileged"])
-    chunk = binder(params).sample(batch, rng, sample_steps, noise_scale=noise_scale)
-    commands = embodiment_lib.native_commands(norm, embodiment, control, chunk, native, state.obs["eef"])
+    commands = act(params, state.obs, frames, instruction, rng)
     if not temporal_ensemble:
       return carry, commands
     return ensemble_step(carry, commands, ensemble_decay)
