@@ -73,6 +73,13 @@ bench: setup
 	test -d $(OUT)/baseline/checkpoints || $(BIN)/python -m vam.train --config experiments/quickstart.py \
 	    --workdir $(OUT)/baseline --config.data_dir=$(OUT)/data
 	$(BIN)/python -m benchmarks.eval --workdir $(OUT)/baseline --out benchmarks/results/eval.json
+	# The policy server's latency: the demo's baseline and a 2-step VAM of the demo's config (compute does not
+	# depend on the weights) on the demo's stage-1 video model.
+	test -d $(OUT)/video/checkpoints || $(MAKE) --no-print-directory stage1
+	test -d out/bench/vam/checkpoints || $(BIN)/python -m vam.train --config experiments/mutual_pretrain.py \
+	    --workdir out/bench/vam --config.data_dir=$(OUT)/data --config.model.video_workdir=$(OUT)/video \
+	    --config.total_steps=2 --config.checkpoint_every=2
+	$(BIN)/python -m benchmarks.serve --baseline $(OUT)/baseline --vam out/bench/vam --out benchmarks/results/serve.json
 
 # The diagnostic ladder on the demo's datasets (README "Diagnostic ladder"): demo replay, the privileged-state
 # policy, one-batch overfitting, and the offline errors of the demo's policies next to hold-still / repeat-last.
