@@ -33,6 +33,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # sibling `runner`, also when imported by path
 import runner  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from vam import atomic  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vam.eval import report as report_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 SETTINGS = ("scratch", "human_only", "human_to_robot", "both")  # MiVLA's expected ordering, worst to best
@@ -192,10 +193,7 @@ def main(argv=None):
 
 def _save(results: dict, out: str) -> None:
   for name, text in (("results.json", json.dumps(results, indent=1)), ("results.md", table(results) + "\n")):
-    path = os.path.join(out, name)
-    with open(path + ".tmp", "w") as f:
-      f.write(text)
-    os.replace(path + ".tmp", path)
+    atomic.write_text(os.path.join(out, name), text)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ import time
 
 import runner
 
+from vam import atomic
+
 # Reach and push, easy worlds of the seen layout, 16 fixed-seed episodes per (robot, task) cell.
 EVAL = ["--config.eval.tasks=['reach', 'push']", "--config.eval.modes=['easy']", "--config.eval.splits=['train']",
         "--config.eval.episodes=16", "--config.eval.num_envs=32", "--config.eval.videos_per_task=0",
@@ -171,10 +173,7 @@ def svg(results: dict) -> str:
 def _save(results: dict, out: str) -> None:
   for name, text in (("results.json", json.dumps(results, indent=1)), ("results.md", table(results) + "\n"),
                      ("success_vs_demos.svg", svg(results))):
-    path = os.path.join(out, name)
-    with open(path + ".tmp", "w") as f:
-      f.write(text)
-    os.replace(path + ".tmp", path)
+    atomic.write_text(os.path.join(out, name), text)
 
 
 def _train(args, method: str, n: int, w: str, log: str) -> None:

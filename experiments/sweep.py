@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 
+from vam import atomic
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Evaluation of every run: reach and push, easy worlds of the seen layout, 16 episodes per cell.
@@ -126,9 +128,7 @@ def main(argv=None):
                for k, d in (("joints", "eval"), ("eef", "eval_eef"))}
     results[name] = dict(config=config, overrides=overrides, train_seconds=round(train_s),
                          **{k: summarize(v) for k, v in reports.items()})
-    with open(path + ".tmp", "w") as f:
-      json.dump(results, f, indent=1)
-    os.replace(path + ".tmp", path)
+    atomic.write_json(path, results)
     with open(os.path.join(args.out, "results.md"), "w") as f:
       f.write(table(results) + "\n")
     print(f"{name}: {results[name]['joints']['mean']:.3f} (joints) {results[name]['eef']['mean']:.3f} (eef)",

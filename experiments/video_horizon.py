@@ -23,6 +23,8 @@ import time
 
 import runner
 
+from vam import atomic
+
 STEPS = ["--config.total_steps=4000", "--config.checkpoint_every=1000", "--config.keep_checkpoints=10"]
 
 # name: overrides of experiments/video_pretrain.py (quickstart sizes: H_o = H_f = 2 latent frames).
@@ -68,13 +70,8 @@ def table(results: dict) -> str:
 
 
 def _save(results: dict, out: str) -> None:
-  path = os.path.join(out, "results.json")
-  with open(path + ".tmp", "w") as f:
-    json.dump(results, f, indent=1)
-  os.replace(path + ".tmp", path)
-  with open(os.path.join(out, "results.md") + ".tmp", "w") as f:
-    f.write(table(results) + "\n")
-  os.replace(os.path.join(out, "results.md") + ".tmp", os.path.join(out, "results.md"))
+  atomic.write_json(os.path.join(out, "results.json"), results)
+  atomic.write_text(os.path.join(out, "results.md"), table(results) + "\n")
 
 
 def _ae_dir(out: str, steps: int, default_steps: int) -> str:

@@ -37,6 +37,34 @@ class CheckpointError(ValueError):
   pass
 
 
+class DamagedCheckpointError(CheckpointError):
+  """A step whose files do not read back (truncated, missing, unreadable): skip it, never delete it."""
+
+
+def describe_damage(error: Exception) -> str:
+  """One line for a read failure (orbax/tensorstore messages run to pages)."""
+  if isinstance(error, DamagedCheckpointError):
+    return str(error)
+  text = " ".join(str(error).split())
+  return f"{type(error).__name__}: {text[:300]}{' ...' if len(text) > 300 else ''}"
+
+
+def _step_dir(mngr, step: int) -> str:
+  return os.path.join(str(mngr.directory), str(step))
+
+
+def _read(mngr, step: int, args):
+  """`mngr.restore`, with a read failure turned into DamagedCheckpointError (or a note that retention deleted
+  the step meanwhile)."""
+  try:
+    return mngr.restore(step, args=args)
+  except Exception as e:  # pylint: disable=broad-except  (orbax, tensorstore and JSON raise many types)
+    if not os.path.isdir(_step_dir(mngr, step)):
+      raise CheckpointError(f"checkpoint {_step_dir(mngr, step)} was deleted while being read (checkpoint "
+                            "retention of a running training?)") from None
+    raise DamagedCheckpointError(f"checkpoint {_step_dir(mngr, step)} is damaged: {describe_damage(e)}") from None
+
+
 def directory(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), "checkpoints")
 
@@ -54,10 +82,13 @@ def manager(workdir: str, *, max_to_keep: int | None = None, keep_period: int | 
 
 def read_assets(mngr: ocp.CheckpointManager, step: int) -> dict:
   """The assets item of `step`, checked for the format version."""
-  path = os.path.join(str(mngr.directory), str(step), ASSETS)
+  path = os.path.join(_step_dir(mngr, step), ASSETS)
   if not os.path.isdir(path):
-    raise CheckpointError(f"checkpoint {os.path.dirname(path)} has no {ASSETS!r} item (not written by vam.train)")
-  assets = mngr.restore(step, args=ocp.args.Composite(**{ASSETS: ocp.args.JsonRestore()}))[ASSETS]
+    raise DamagedCheckpointError(f"checkpoint {os.path.dirname(path)} has no {ASSETS!r} item (damaged, or not "
+                                 "written by vam.train)")
+  assets = _read(mngr, step, ocp.args.Composite(**{ASSETS: ocp.args.JsonRestore()}))[ASSETS]
+  if not isinstance(assets, dict):
+    raise DamagedCheckpointError(f"checkpoint {os.path.dirname(path)}: its {ASSETS!r} item is not a JSON object")
   if assets.get("format") != FORMAT:
     why = OLD_FORMATS.get(assets.get("format"), "")
     raise CheckpointError(f"checkpoint {os.path.dirname(path)}: format {assets.get('format')!r}"
@@ -145,17 +176,29 @@ def restore_params(workdir: str, step: int | None = None, abstract=None) -> tupl
   step, assets = step_and_assets(workdir, step)
   mngr = manager(workdir, read_only=True)
   if not os.path.isdir(os.path.join(str(mngr.directory), str(step), EMA)):
-    raise CheckpointError(f"checkpoint {mngr.directory}/{step} has no {EMA!r} item")
+    raise DamagedCheckpointError(f"checkpoint {mngr.directory}/{step} has no {EMA!r} item")
   if abstract is None:
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
                             mngr.item_metadata(step)[EMA].tree)
   try:
-    params = mngr.restore(step, args=ocp.args.Composite(**{EMA: ocp.args.StandardRestore(abstract)}))[EMA]
-  except (ValueError, KeyError) as e:
+    metadata = mngr.item_metadata(step)[EMA].tree
+  except Exception as e:  # pylint: disable=broad-except
+    raise DamagedCheckpointError(f"checkpoint {mngr.directory}/{step} is damaged: {describe_damage(e)}") from None
+  if _shapes(metadata) != _shapes(abstract):
     raise CheckpointError(f"checkpoint {mngr.directory}/{step}: its params do not fit the model its config "
-                          f"describes ({str(e)[:600]})") from None
+                          "describes (parameter names or shapes differ)")
+  params = _read(mngr, step, ocp.args.Composite(**{EMA: ocp.args.StandardRestore(abstract)}))[EMA]
   return params, assets, step
+
+
+def _shapes(tree) -> dict:
+  """{"a/b/0": shape} of a params tree (keys as text: orbax's metadata may spell integer keys as strings)."""
+  out = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    name = "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
+    out[name] = tuple(leaf.shape)
+  return out
 
 
 def fingerprint(params) -> str:

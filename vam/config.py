@@ -127,11 +127,9 @@ def load(spec: str, overrides: Sequence[tuple[str, str]] = ()) -> ml_collections
 
 
 def save_json(config: ml_collections.ConfigDict, path: str) -> None:
-  """Writes the resolved config next to an output (atomic rename)."""
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-  os.replace(tmp, path)
+  """Writes the resolved config next to an output (atomically: vam/atomic.py)."""
+  from vam import atomic  # pylint: disable=g-import-not-at-top
+  atomic.write_text(path, config.to_json_best_effort(indent=2, sort_keys=True))
 
 
 def load_json(path: str) -> ml_collections.ConfigDict:

@@ -17,6 +17,7 @@ import shutil
 import sys
 import time
 
+from vam import atomic
 from vam import config as config_lib
 
 DATA_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "data")
@@ -103,10 +104,7 @@ def build(cfg, data_dir: str, only=None, overwrite=False) -> dict:
           json.dump(builder.conversion_report(), f, indent=1)
       config_lib.save_json(gen, os.path.join(builder.data_dir, "build_config.json"))
       final = os.path.join(data_dir, d.name, os.path.basename(builder.data_dir))
-      if os.path.exists(final):
-        shutil.rmtree(final)
-      os.makedirs(os.path.dirname(final), exist_ok=True)
-      os.replace(builder.data_dir, final)
+      atomic.replace_dir(builder.data_dir, final)  # the old dataset stays whole until the new one takes its place
     finally:
       shutil.rmtree(scratch, ignore_errors=True)
     print(f"built {d.name} in {time.time() - t0:.0f} s -> {final}", flush=True)

@@ -26,6 +26,8 @@ import os
 
 import numpy as np
 
+from vam import atomic
+
 FIELDS = ("action", "state", "eef", "hand_keypoints", "privileged")
 RELATIVE_FIELDS = ("eef_relative", "joints_relative", "hand_relative")
 RELATIVE_HORIZON = 16  # the longest action chunk the statistics describe
@@ -173,9 +175,7 @@ def finalize(acc: dict, action_names: dict | None = None) -> dict:
 
 def write(stats: dict, directory: str) -> str:
   path = os.path.join(directory, FILENAME)
-  with open(path + ".tmp", "w") as f:
-    json.dump(stats, f, indent=1)
-  os.replace(path + ".tmp", path)
+  atomic.write_json(path, stats)
   return path
 
 

@@ -97,10 +97,7 @@ def evaluate(workdir: str, step: int | None = None, out: str | None = None, over
 
 
 def _write(out: str, restored, evaluation: dict) -> dict:
-  path = os.path.join(out, "report.json")
-  rep = report.add(report.load(path), evaluation)
-  rep["workdir"] = restored.workdir
-  report.write_json(rep, path)
+  rep = report.add_evaluation(os.path.join(out, "report.json"), evaluation, restored.workdir)
   report.write_html(rep, os.path.join(out, "report.html"))
   report.write_curves_svg(rep, os.path.join(out, "success_vs_step.svg"))  # a standalone figure of the above
   _tensorboard(out, evaluation)

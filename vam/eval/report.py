@@ -11,6 +11,8 @@ import imageio.v2 as imageio
 import numpy as np
 from PIL import Image, ImageDraw
 
+from vam import atomic
+
 FORMAT = "vam-eval-report-v1"
 Z95 = 1.959964
 
@@ -61,15 +63,23 @@ def add(report: dict, evaluation: dict) -> dict:
   return report
 
 
-def _write_text(path: str, text: str) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)  # readers never see a half-written file
+_write_text = atomic.write_text  # readers never see a half-written file
 
 
 def write_json(report: dict, path: str) -> None:
-  _write_text(path, json.dumps(report, indent=1))
+  atomic.write_json(path, report)
+
+
+def add_evaluation(path: str, evaluation: dict, workdir: str) -> dict:
+  """Adds `evaluation` to the report at `path` under its lock (evaluations writing one `--out` at once keep
+  each other's); returns the report written."""
+
+  def update(old):
+    rep = add(old if old.get("format") == FORMAT else dict(format=FORMAT, evaluations=[]), evaluation)
+    rep["workdir"] = workdir
+    return rep
+
+  return atomic.update_json(path, update, lambda: dict(format=FORMAT, evaluations=[]))
 
 
 # ---- videos -----------------------------------------------------------------------------------------------

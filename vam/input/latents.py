@@ -12,8 +12,11 @@ are only used with the very autoencoder that made them. Files are written to a t
 
 import json
 import os
+import tempfile
 
 import numpy as np
+
+from vam import atomic
 
 LATENTS_DIR = "latents"
 
@@ -48,9 +51,10 @@ class StoredLatents:
 
 
 def write(path: str, splits: dict, meta: dict) -> None:
-  """`splits`: {split: list of per-episode (T, h, w, C) arrays}. Atomic (temporary folder, then rename)."""
-  tmp = path + ".tmp"
-  os.makedirs(tmp, exist_ok=True)
+  """`splits`: {split: list of per-episode (T, h, w, C) arrays}. Atomic: written into a temporary folder that
+  then replaces `path` in one step (vam/atomic.py), so the stored latents are always the old or the new ones."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(path)), prefix=f".{os.path.basename(path)}.")
   for split, episodes in splits.items():
     offsets = np.concatenate([[0], np.cumsum([len(e) for e in episodes])]).astype(np.int64)
     np.save(os.path.join(tmp, f"{split}.npy"), np.concatenate(episodes).astype(np.float16))
@@ -58,7 +62,4 @@ def write(path: str, splits: dict, meta: dict) -> None:
     meta = dict(meta, **{f"{split}_episodes": len(episodes), f"{split}_steps": int(offsets[-1])})
   with open(os.path.join(tmp, "meta.json"), "w") as f:
     json.dump(meta, f, indent=1)
-  if os.path.exists(path):
-    import shutil  # pylint: disable=g-import-not-at-top
-    shutil.rmtree(path)
-  os.rename(tmp, path)
+  atomic.replace_dir(tmp, path)

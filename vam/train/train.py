@@ -38,7 +38,7 @@ from vam import mapping as mapping_lib
 from vam.input import pipeline, windows
 from vam.models import layers, partitioning, registry
 from vam.train import metrics as metrics_lib
-from vam.train import optim, sharding
+from vam.train import lifecycle, optim, sharding
 
 
 logging = log_lib.get("vam.train")
@@ -404,34 +404,91 @@ def train(config, workdir: str, stop_after: int | None = None) -> dict:
                config.get("grad_accum_steps", 1), config.get("compute_dtype", "float32"),
                {e.name: (e.weight, len(s)) for e, s in zip(loader.entries, loader.sources)})
 
-  # ---- Model and train step: abstract init -> shardings -> jitted init; the step compiled ahead of time ----
-  prog = build_program(config, space, assets["image_size"], example, mesh)
-  state_sh, ema_sh, data_sharding = prog.state_shardings, prog.ema_shardings, prog.data_sharding
-  dtype = config.get("compute_dtype", "float32")
-  peak = metrics_lib.measure_peak_flops(dtype=None if dtype == "float32" else layers.COMPUTE_DTYPES[dtype])
-  if config.model.get("dit", {}).get("scan_layers", False):
-    logging.warning("model.dit.scan_layers: XLA's cost analysis counts the layer loop once, so the logged FLOPs "
-                    "and MFU are too low by about the depth (benchmarks.video_dit measures unscanned)")
-  logging.info("params %.2fM (%.2fM trainable); train step %.3g GFLOP; peak %.3g GFLOP/s (measured matmul); memory per device: %s",
-               prog.num_params / 1e6, prog.num_trainable / 1e6, prog.flops_per_step / 1e9, peak / 1e9, prog.memory)
+  # ---- One writer per workdir (before anything is written); SIGTERM stops at a step boundary, saved ----
+  lock = lifecycle.WorkdirLock(workdir).acquire() if is_main else None
+  stop = lifecycle.StopRequest(enabled=jax.process_count() == 1)
+  try:
+    # ---- Model and train step: abstract init -> shardings -> jitted init; the step compiled ahead of time ----
+    prog = build_program(config, space, assets["image_size"], example, mesh)
+    dtype = config.get("compute_dtype", "float32")
+    peak = metrics_lib.measure_peak_flops(dtype=None if dtype == "float32" else layers.COMPUTE_DTYPES[dtype])
+    if config.model.get("dit", {}).get("scan_layers", False):
+      logging.warning("model.dit.scan_layers: XLA's cost analysis counts the layer loop once, so the logged FLOPs "
+                      "and MFU are too low by about the depth (benchmarks.video_dit measures unscanned)")
+    logging.info("params %.2fM (%.2fM trainable); train step %.3g GFLOP; peak %.3g GFLOP/s (measured matmul); memory per device: %s",
+                 prog.num_params / 1e6, prog.num_trainable / 1e6, prog.flops_per_step / 1e9, peak / 1e9, prog.memory)
 
-  # ---- Checkpoints: resume from the newest one, if it fits this config ----
+    return _run(config, workdir, stop_after, prog, loader, assets, pretrained, host_batch, peak, stop, t_start)
+  finally:
+    stop.close()
+    if lock is not None:
+      lock.release()
+
+
+def _restore_newest_intact(mngr, workdir: str, items_for, assets: dict):
+  """(step, restored items) of the newest checkpoint that reads back whole, or (None, None) when there is none.
+
+  A damaged step (a truncated or missing file, unreadable assets) is never deleted or overwritten: it is
+  moved aside to `W/checkpoints_damaged/<step>` with a warning naming what failed, and the step before it is
+  tried. A checkpoint written by an incompatible config is an error, not damage."""
+  for step in sorted(mngr.all_steps(), reverse=True):
+    try:
+      saved = checkpoints.read_assets(mngr, step)
+    except Exception as e:  # pylint: disable=broad-except  (orbax and JSON raise many types for damaged files)
+      _set_aside(mngr, workdir, step, e)
+      continue
+    checkpoints.check_compatible(saved, assets, f"{mngr.directory}/{step}")
+    try:
+      return step, mngr.restore(step, args=ocp.args.Composite(**items_for(step)))
+    except Exception as e:  # pylint: disable=broad-except
+      _set_aside(mngr, workdir, step, e)
+  return None, None
+
+
+def _set_aside(mngr, workdir: str, step: int, error: Exception) -> None:
+  where = f"{mngr.directory}/{step}"
+  why = checkpoints.describe_damage(error)
+  if jax.process_count() > 1:  # moving a folder other processes may be reading: leave it to the user
+    raise checkpoints.CheckpointError(f"checkpoint {where} is damaged ({why}); move it out of "
+                                      f"{mngr.directory} and restart to resume from the step before it")
+  aside = os.path.join(workdir, "checkpoints_damaged")
+  os.makedirs(aside, exist_ok=True)
+  target = os.path.join(aside, str(step))
+  n = 1
+  while os.path.exists(target):
+    target, n = os.path.join(aside, f"{step}.{n}"), n + 1
+  os.rename(where, target)
+  mngr.reload()
+  logging.warning("checkpoint %s is damaged (%s): moved to %s untouched; resuming from the step before it",
+                  where, why, target)
+
+
+def _run(config, workdir, stop_after, prog, loader, assets, pretrained, host_batch, peak, stop, t_start) -> dict:
+  """The loop of `train` (its workdir held): resume, step, log, checkpoint."""
+  is_main = jax.process_index() == 0
+  state_sh, ema_sh = prog.state_shardings, prog.ema_shardings
+  data_sharding = prog.data_sharding
+
+  # ---- Checkpoints: resume from the newest intact one, if it fits this config ----
   mngr = checkpoints.manager(workdir, max_to_keep=config.keep_checkpoints, keep_period=config.keep_every or None,
                              async_save=config.checkpoint_async)
   data_iter = iter(loader.dataset(host_batch, seed=config.seed, workers=config.data.workers,
                                   prefetch_buffer=config.data.prefetch))
-  latest = mngr.latest_step()
-  if latest is not None:
-    checkpoints.check_compatible(checkpoints.read_assets(mngr, latest), assets, f"{mngr.directory}/{latest}")
+  same_hosts = {}
+
+  def items_for(step):
     items = {  # arrays restored onto this run's mesh, whatever mesh and process count wrote them
         checkpoints.STATE: ocp.args.StandardRestore(checkpoints.abstract_like(prog.abstract_state, state_sh)),
         checkpoints.EMA: ocp.args.StandardRestore(checkpoints.abstract_like(prog.abstract_ema, ema_sh))}
-    same_hosts = checkpoints.has_data_state(mngr, latest, jax.process_index(), jax.process_count())
-    if same_hosts:
+    same_hosts[step] = checkpoints.has_data_state(mngr, step, jax.process_index(), jax.process_count())
+    if same_hosts[step]:
       items[checkpoints.DATA] = grain.checkpoint.CheckpointRestore(data_iter)
-    restored = mngr.restore(latest, args=ocp.args.Composite(**items))
+    return items
+
+  latest, restored = _restore_newest_intact(mngr, workdir, items_for, assets)
+  if latest is not None:
     state, ema = restored[checkpoints.STATE], restored[checkpoints.EMA]
-    if not same_hosts:  # each host's position is only meaningful for the sharding that wrote it
+    if not same_hosts[latest]:  # each host's position is only meaningful for the sharding that wrote it
       logging.warning("checkpoint %d was written by a different number of processes: the data iterators start "
                       "afresh for %d process(es) (seed %d + step)", latest, jax.process_count(), config.seed)
       data_iter = iter(loader.dataset(host_batch, seed=config.seed + latest, workers=config.data.workers,
@@ -505,15 +562,17 @@ def train(config, workdir: str, stop_after: int | None = None) -> dict:
                    last["grad_norm"], last["lr"], timing)
       window, timed, data_time, t_mark = [], 0, 0.0, time.perf_counter()
 
-    if done % config.checkpoint_every == 0 or done == end or mngr.reached_preemption(done):
+    preempted = stop.requested or mngr.reached_preemption(done)
+    if done % config.checkpoint_every == 0 or done == end or preempted:
       check(pending)
       t_save = time.perf_counter()
       mngr.save(done, args=ocp.args.Composite(**{
           checkpoints.STATE: ocp.args.StandardSave(state), checkpoints.EMA: ocp.args.StandardSave(ema),
           checkpoints.DATA: grain.checkpoint.CheckpointSave(data_iter), checkpoints.ASSETS: ocp.args.JsonSave(assets)}))
       t_mark += time.perf_counter() - t_save  # step timing excludes the (blocking part of the) save
-      if mngr.reached_preemption(done):
-        logging.warning("preemption signal: saved step %d and stopping", done)
+      if preempted:
+        logging.warning("%s: saved step %d and stopping; run the same command again to resume",
+                        stop.signal_name or "preemption signal", done)
         break
 
   mngr.wait_until_finished()

@@ -1,0 +1,239 @@
+"""Faults a run must survive (issue "Reliability campaign"): a failed write leaves the old file, folders are
+swapped whole, concurrent report writers keep each other's evaluations, one writer per workdir, SIGTERM saves
+and exits 0, a damaged newest checkpoint is set aside and the step before it resumes, evaluation skips
+damaged or vanished steps."""
+
+import contextlib
+import errno
+import glob
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from vam import atomic
+from vam import config as config_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, "experiments", "quickstart.py") + ":tiny"
+
+
+@contextlib.contextmanager
+def vam_log():
+  """The lines vam's own logger writes (it does not propagate to pytest's caplog)."""
+  lines = []
+
+  class Keep(logging.Handler):
+    def emit(self, record):
+      lines.append(record.getMessage())
+
+  handler = Keep()
+  logging.getLogger("vam").addHandler(handler)
+  try:
+    yield lines
+  finally:
+    logging.getLogger("vam").removeHandler(handler)
+
+
+# ---- atomic writes ----------------------------------------------------------------------------------------
+def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path, monkeypatch):
+  path = str(tmp_path / "report.json")
+  atomic.write_json(path, dict(v=1))
+
+  def full_disk(fd):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(atomic.os, "fsync", full_disk)
+  with pytest.raises(OSError, match="No space left"):
+    atomic.write_json(path, dict(v=2))
+  assert json.load(open(path)) == dict(v=1)
+  assert os.listdir(tmp_path) == ["report.json"]
+
+
+@pytest.mark.parametrize("exchange", [True, False])
+def test_replace_dir_swaps_whole_folders(tmp_path, monkeypatch, exchange):
+  if not exchange:  # filesystems without renameat2's exchange: rename aside, then in
+    monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
+  final = tmp_path / "dataset"
+  for version in (1, 2):
+    new = tmp_path / f".new{version}"
+    new.mkdir()
+    (new / "data.txt").write_text(str(version))
+    atomic.replace_dir(str(new), str(final))
+    assert (final / "data.txt").read_text() == str(version) and not new.exists()
+  assert sorted(os.listdir(tmp_path)) == ["dataset"]
+
+
+def test_concurrent_report_writers_keep_every_evaluation(tmp_path):
+  """Three processes add 12 evaluations each to one report at once: all 36 are there."""
+  path = str(tmp_path / "report.json")
+  code = ("import sys; from vam.eval import report\n"
+          "for i in range(12):\n"
+          "  report.add_evaluation(sys.argv[1], dict(step=int(sys.argv[2]) * 100 + i, cells=[]), 'w')\n")
+  procs = [subprocess.Popen([sys.executable, "-c", code, path, str(k)], cwd=ROOT) for k in range(3)]
+  assert [p.wait(timeout=300) for p in procs] == [0, 0, 0]
+  steps = [e["step"] for e in json.load(open(path))["evaluations"]]
+  assert steps == sorted(k * 100 + i for k in range(3) for i in range(12))
+
+
+# ---- one writer per workdir -------------------------------------------------------------------------------
+def test_workdir_lock_refuses_a_second_holder_and_takes_over_a_stale_one(tmp_path):
+  from vam.train import lifecycle  # pylint: disable=g-import-not-at-top
+  w = str(tmp_path / "w")
+  with lifecycle.WorkdirLock(w):
+    code = ("import sys; from vam.train import lifecycle\n"
+            "try:\n  lifecycle.WorkdirLock(sys.argv[1]).acquire()\n"
+            "except lifecycle.WorkdirLockedError as e:\n  print(e); sys.exit(3)\n")
+    proc = subprocess.run([sys.executable, "-c", code, w], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert f"workdir {w} is in use by a running vam.train (host " in proc.stdout
+    assert f"pid {os.getpid()}," in proc.stdout
+  # A dead holder's file (its pid gone, no lock held) is taken over, with a warning naming it.
+  with open(os.path.join(w, lifecycle.LOCK_FILE), "w") as f:
+    json.dump(dict(host="node7", pid=999999, since="2026-01-01T00:00:00"), f)
+  with vam_log() as lines, lifecycle.WorkdirLock(w):
+    pass
+  assert any("taking over the lock left by a process that is no longer running (host node7, pid 999999" in l
+             for l in lines)
+  with vam_log() as lines, lifecycle.WorkdirLock(w):  # a clean release leaves nothing to take over
+    pass
+  assert not lines
+
+
+# ---- SIGTERM, a second writer, resume ---------------------------------------------------------------------
+def _train_cmd(data_dir, workdir, *extra):
+  return [sys.executable, "-m", "vam.train", "--config", CONFIG, "--workdir", workdir, f"--config.data_dir={data_dir}",
+          "--config.log_every=1", *extra]
+
+
+@pytest.mark.slow
+def test_sigterm_saves_at_the_next_step_and_a_second_writer_is_refused(tiny_data_dir, tmp_path):
+  w = str(tmp_path / "run")
+  first = subprocess.Popen(_train_cmd(tiny_data_dir, w, "--config.total_steps=100000",
+                                      "--config.checkpoint_every=100000"), cwd=ROOT, stderr=subprocess.PIPE,
+                           text=True)
+  log = []
+  deadline = time.time() + 600
+  while time.time() < deadline:  # wait until it trains
+    line = first.stderr.readline()
+    log.append(line)
+    if "step 3/100000" in line:
+      break
+    assert first.poll() is None, "".join(log)[-3000:]
+  second = subprocess.run(_train_cmd(tiny_data_dir, w, "--config.total_steps=4"), cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+  assert second.returncode != 0
+  assert f"is in use by a running vam.train (host " in second.stderr and f"pid {first.pid}," in second.stderr
+  first.send_signal(signal.SIGTERM)
+  rest = first.communicate(timeout=300)[1]
+  assert first.returncode == 0, rest[-3000:]
+  saved = [l for l in rest.splitlines() if "SIGTERM: saved step" in l]
+  assert saved, rest[-3000:]
+  step = int(re.search(r"saved step (\d+) and stopping", saved[0]).group(1))
+  assert step >= 3 and os.listdir(os.path.join(w, "checkpoints")) == [str(step)]
+  # The same command resumes from it (and the lock of the stopped run was released).
+  again = subprocess.run(_train_cmd(tiny_data_dir, w, f"--config.total_steps={step + 2}",
+                                    "--config.checkpoint_every=100000"), cwd=ROOT, capture_output=True, text=True,
+                         timeout=600)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert f"resumed from {w}/checkpoints/{step}" in again.stderr
+  assert str(step + 2) in os.listdir(os.path.join(w, "checkpoints"))
+
+
+# ---- damaged checkpoints ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def two_steps(tiny_data_dir, tmp_path_factory):
+  """A tiny run with checkpoints at steps 2 and 4."""
+  from vam.train import train as train_lib  # pylint: disable=g-import-not-at-top
+  w = str(tmp_path_factory.mktemp("two_steps"))
+  overrides = dict(data_dir=tiny_data_dir, total_steps="4", log_every="2", checkpoint_every="2")
+  train_lib.train(config_lib.load(CONFIG, list(overrides.items())), w)
+  return w
+
+
+def _truncate(folder):
+  """Every file of an item cut to half its size, as a copy or a write that stopped midway leaves it."""
+  for victim in [f for f in glob.glob(os.path.join(folder, "**", "*"), recursive=True) if os.path.isfile(f)]:
+    with open(victim, "r+b") as f:
+      f.truncate(os.path.getsize(victim) // 2)
+
+
+def _delete_manifest(folder):
+  victim = sorted(glob.glob(os.path.join(folder, "**", "manifest.ocdbt"), recursive=True))[0]
+  os.remove(victim)
+  return victim
+
+
+def _garble_assets(folder):
+  victim = [f for f in glob.glob(os.path.join(folder, "**", "*"), recursive=True) if os.path.isfile(f)][0]
+  with open(victim, "w") as f:
+    f.write("{not json")
+  return victim
+
+
+DAMAGE = {"truncated state": ("state", _truncate), "deleted manifest": ("ema_params", _delete_manifest),
+          "unreadable assets": ("assets", _garble_assets)}
+
+
+def _snapshot(folder):
+  return {os.path.relpath(f, folder): open(f, "rb").read()
+          for f in glob.glob(os.path.join(folder, "**", "*"), recursive=True) if os.path.isfile(f)}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_training_resumes_from_the_newest_intact_step_and_keeps_the_damaged_one(two_steps, tiny_data_dir, tmp_path,
+                                                                               damage):
+  from vam.train import train as train_lib  # pylint: disable=g-import-not-at-top
+  w = str(tmp_path / "run")
+  shutil.copytree(two_steps, w)
+  item, damage_fn = DAMAGE[damage]
+  damage_fn(os.path.join(w, "checkpoints", "4", item))
+  before = _snapshot(os.path.join(w, "checkpoints", "4"))
+  overrides = dict(data_dir=tiny_data_dir, total_steps="6", log_every="2", checkpoint_every="2")
+  with vam_log() as lines:
+    train_lib.train(config_lib.load(CONFIG, list(overrides.items())), w)
+  warning = [l for l in lines if "is damaged" in l]
+  assert warning and f"{w}/checkpoints/4" in warning[0] and "moved to" in warning[0], lines
+  assert f"resumed from {w}/checkpoints/2" in lines
+  assert _snapshot(os.path.join(w, "checkpoints_damaged", "4")) == before  # untouched, not deleted
+  assert sorted(int(s) for s in os.listdir(os.path.join(w, "checkpoints"))) == [2, 4, 6]  # 4 retrained
+
+
+def test_evaluation_skips_damaged_and_vanished_steps(two_steps, tmp_path, monkeypatch):
+  from vam import checkpoints  # pylint: disable=g-import-not-at-top
+  from vam.eval import evaluate  # pylint: disable=g-import-not-at-top
+  w = str(tmp_path / "run")
+  shutil.copytree(two_steps, w)
+  _truncate(os.path.join(w, "checkpoints", "4", "ema_params"))
+  small = [("eval.embodiments", "['arm6']"), ("eval.tasks", "['reach']"), ("eval.modes", "['easy']"),
+           ("eval.splits", "['train']"), ("eval.episodes", "1"), ("eval.num_envs", "1"),
+           ("eval.offline_windows", "0"), ("eval.videos_per_task", "0")]
+  with pytest.raises(checkpoints.DamagedCheckpointError, match=f"checkpoint {w}/checkpoints/4 is damaged"):
+    evaluate.evaluate(w, 4, str(tmp_path / "eval"), small)
+  with vam_log() as lines:
+    rep = evaluate.watch(w, str(tmp_path / "watch"), small, poll_seconds=0.1, timeout_seconds=5)
+  assert [e["step"] for e in rep["evaluations"]] == [2]
+  assert any("skipping checkpoint 4" in l and "is damaged" in l for l in lines), lines
+  assert os.path.isdir(os.path.join(w, "checkpoints", "4"))  # evaluation never moves or deletes anything
+  # A step deleted (checkpoint retention) while it is being read: skipped by name, the watch goes on.
+  shutil.rmtree(os.path.join(w, "checkpoints", "4"))
+  shutil.copytree(os.path.join(two_steps, "checkpoints", "4"), os.path.join(w, "checkpoints", "4"))
+  real_restore = checkpoints.ocp.CheckpointManager.restore
+
+  def restore_after_retention(self, step, *args, **kw):
+    if step == 2 and os.path.isdir(os.path.join(w, "checkpoints", "2")):
+      shutil.rmtree(os.path.join(w, "checkpoints", "2"))
+    return real_restore(self, step, *args, **kw)
+
+  monkeypatch.setattr(checkpoints.ocp.CheckpointManager, "restore", restore_after_retention)
+  with vam_log() as lines:
+    rep = evaluate.watch(w, str(tmp_path / "watch2"), small, poll_seconds=0.1, timeout_seconds=5)
+  assert [e["step"] for e in rep["evaluations"]] == [4]
+  assert any("skipping checkpoint 2" in l and "deleted while being read" in l for l in lines), lines
