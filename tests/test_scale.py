@@ -185,8 +185,10 @@ def test_video_dit_steps_match_across_mesh_shapes_remat_and_accumulation():
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(bf16_state["params"]))  # fp32 master weights
 
 
-def test_gradient_accumulation_equals_one_big_batch():
-  """A deterministic least-squares 'model': k micro-batches give the update of the whole batch."""
+@pytest.mark.parametrize("masked", [False, True])
+def test_gradient_accumulation_equals_one_big_batch(masked):
+  """A deterministic least-squares 'model' whose loss is a masked mean like the policies' (vam.flow.loss):
+  k micro-batches give the update of the whole batch, also when their valid-entry counts differ."""
 
   class Regression:
     def __init__(self, params):
@@ -194,11 +196,17 @@ def test_gradient_accumulation_equals_one_big_batch():
 
     def loss(self, batch, rng):
       del rng
-      err = batch["x"] @ self.w - batch["y"]
-      return jnp.mean(jnp.square(err)), dict(mse=jnp.mean(jnp.square(err)))
+      err = jnp.square(batch["x"] @ self.w - batch["y"])
+      if not masked:
+        return jnp.mean(err), dict(mse=jnp.mean(err))
+      m = batch["mask"].astype(jnp.float32)
+      mse = jnp.sum(err * m) / jnp.maximum(jnp.sum(m), 1.0)
+      return mse, dict(mse=mse, valid_entries=jnp.sum(m))
 
   rng = np.random.default_rng(0)
   batch = dict(x=jnp.asarray(rng.normal(size=(16, 5)), jnp.float32), y=jnp.asarray(rng.normal(size=(16, 3)), jnp.float32))
+  # Micro-batch j holds rows j, j + 4, ...: rows 0 mod 4 keep everything, the others keep one entry in three.
+  batch["mask"] = jnp.asarray((np.arange(16)[:, None] % 4 == 0) | (rng.uniform(size=(16, 3)) < 0.33))
   params = dict(w=jnp.asarray(rng.normal(size=(5, 3)), jnp.float32))
   tx = optax.sgd(0.1)
   state = dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=jax.random.PRNGKey(0))

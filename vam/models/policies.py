@@ -66,7 +66,8 @@ class FlowPolicy(nnx.Module):
                      proprio_dropped=dropped)
     flow_loss = flow.loss(v, x0, eps, mask, flow.sample_weight(tau, self.cfg.action_loss))
     aux, metrics = self.auxiliary_loss(batch, features)
-    return flow_loss + aux, {"flow_loss": flow_loss, **metrics}
+    # valid_entries: the masked mean's denominator (gradient accumulation weights micro-batches by it)
+    return flow_loss + aux, {"flow_loss": flow_loss, "valid_entries": jnp.sum(mask.astype(jnp.float32)), **metrics}
 
   def sample(self, batch, rng, num_steps=None, noise_scale: float = 1.0):
     """Action chunk (B, H_a, A) by Euler integration from noise (tau 1 -> 0); `noise_scale` is the sampling

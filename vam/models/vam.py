@@ -114,7 +114,9 @@ class VideoActionModel(nnx.Module):
     own_loss = flow.loss(v, x0, eps, mask & ~mapped, weight)
     mapped_loss = flow.loss(v, x0, eps, mapped, weight)
     loss = own_loss + self.cfg.mapped_weight * mapped_loss
-    metrics = {"own_action_loss": own_loss, "mapped_action_loss": mapped_loss}
+    # valid_entries: the own-action mean's denominator (gradient accumulation weights micro-batches by it)
+    metrics = {"own_action_loss": own_loss, "mapped_action_loss": mapped_loss,
+               "valid_entries": jnp.sum((mask & ~mapped).astype(jnp.float32))}
     if self.probe is not None:  # shapes the trainable feature layers (the video model stays frozen)
       aux, probe_metrics = self.probe(tokens, batch["privileged"])
       loss, metrics = loss + aux, dict(metrics, **probe_metrics)

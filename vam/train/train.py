@@ -275,7 +275,11 @@ def make_train_step(bind, tx, lr_schedule, ema_decay: float, mask=None, accum_st
   `mask` (pytree of bools like the params): parameters outside it get no gradient (frozen).
   `accum_steps` > 1: the batch is split into that many micro-batches, run one after another (lax.scan) with
   their gradients averaged before one optimizer update -- the memory of a micro-batch, the update of the
-  whole batch. Micro-batch j holds rows j, j + accum_steps, ..., so every device keeps its own rows."""
+  whole batch. Micro-batch j holds rows j, j + accum_steps, ..., so every device keeps its own rows.
+  A loss that is a masked mean reports its denominator as the metric `valid_entries`; micro-batches are then
+  weighted by it (a masked mean over the whole batch is the valid-count-weighted mean of the micro-batches'),
+  so micro-batches with more valid entries count more, exactly as in one big batch. Losses without it
+  (plain means over equal-sized micro-batches) are weighted equally, which is exact for them too."""
 
   def loss_fn(params, batch, rng):
     if mask is not None:  # frozen parameters: constants to autodiff, so their gradients are never computed
@@ -288,15 +292,21 @@ def make_train_step(bind, tx, lr_schedule, ema_decay: float, mask=None, accum_st
     split = lambda x: jnp.swapaxes(x.reshape((x.shape[0] // accum_steps, accum_steps) + x.shape[1:]), 0, 1)
     micro = jax.tree.map(lambda x: partitioning.constrain(split(x), (None, "batch")), batch)
 
-    def body(total, xs):
+    def body(carry, xs):
+      total, weights = carry
       index, mb = xs
-      out = grad_fn(params, mb, jax.random.fold_in(rng, index))
-      return jax.tree.map(jnp.add, total, out), None
+      (loss, aux), grads = grad_fn(params, mb, jax.random.fold_in(rng, index))
+      w = aux.get("valid_entries", jnp.float32(1.0)).astype(jnp.float32)
+      scaled = jax.tree.map(lambda x: w * x, ((loss, aux), grads))
+      return (jax.tree.map(jnp.add, total, scaled), weights + w), None
 
     zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32),
                          jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micro), rng))
-    total, _ = jax.lax.scan(body, zeros, (jnp.arange(accum_steps), micro))
-    return jax.tree.map(lambda x: x / accum_steps, total)
+    (total, weights), _ = jax.lax.scan(body, (zeros, jnp.float32(0.0)), (jnp.arange(accum_steps), micro))
+    (loss, aux), grads = jax.tree.map(lambda x: x / jnp.maximum(weights, 1e-12), total)
+    if "valid_entries" in aux:
+      aux = dict(aux, valid_entries=weights)  # the whole batch's count
+    return (loss, aux), grads
 
   def train_step(state, ema, batch):
     step = state["step"]
