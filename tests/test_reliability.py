@@ -237,3 +237,35 @@ def test_evaluation_skips_damaged_and_vanished_steps(two_steps, tmp_path, monkey
     rep = evaluate.watch(w, str(tmp_path / "watch2"), small, poll_seconds=0.1, timeout_seconds=5)
   assert [e["step"] for e in rep["evaluations"]] == [4]
   assert any("skipping checkpoint 2" in l and "deleted while being read" in l for l in lines), lines
+
+
+# ---- wrong input at the door ------------------------------------------------------------------------------
+def test_config_fuzz_ends_in_a_valid_config_or_an_error_naming_the_key():
+  """300 random override sets (benchmarks/reliability.py's table: wrong types, out-of-range values, typos) on
+  the tiny quickstart config: parsing and validation either accept them (and the values are in range) or
+  raise a ConfigError naming the key. The full command-line campaign: `python -m benchmarks.reliability`."""
+  import random  # pylint: disable=g-import-not-at-top
+  from benchmarks import reliability  # pylint: disable=g-import-not-at-top
+  from vam.train import train as train_lib  # pylint: disable=g-import-not-at-top
+  rng = random.Random(0)
+  accepted = refused = 0
+  for _ in range(300):
+    chosen = rng.sample(sorted(reliability.FUZZ_KEYS), rng.randint(1, 3))
+    overrides = [(k, rng.choice(reliability.FUZZ_KEYS[k])) for k in chosen]
+    if rng.random() < 0.15:
+      overrides.append((rng.choice(reliability.TYPOS), "1"))
+    try:
+      config = config_lib.load(CONFIG, overrides)
+      train_lib.validate(config)
+    except config_lib.ConfigError as e:
+      refused += 1
+      assert any(k.split(".")[-1] in str(e) for k, _ in overrides), (overrides, str(e))
+      assert "\n" not in str(e).strip()
+      continue
+    accepted += 1
+    for key in train_lib.AT_LEAST_ONE:
+      node = config
+      for part in key.split("."):
+        node = node[part]
+      assert node >= 1, (key, overrides)
+  assert accepted > 20 and refused > 100, (accepted, refused)

@@ -46,7 +46,8 @@ def load_file(spec: str) -> ml_collections.ConfigDict:
 
 def _parse_value(key: str, text: str, current):
   if isinstance(current, str) or current is None:
-    return text
+    quoted = len(text) >= 2 and text[0] == text[-1] and text[0] in "'\""
+    return text[1:-1] if quoted else text  # --config.k="'a'" (a Python literal, as for other types) is 'a'
   try:
     value = ast.literal_eval(text)
   except (ValueError, SyntaxError):

@@ -235,6 +235,44 @@ def calibrate_latents(config, prog, state, ema, loader, host_batch: int, batches
   return dict(state, params=place(state["params"])), place(ema)
 
 
+# Keys whose value must be an integer >= 1 / >= 0, and floats that must lie in a range: checked before any
+# data or device work, so a wrong value is one error naming the key, not a failure deep inside JAX.
+AT_LEAST_ONE = ("total_steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints", "grad_accum_steps",
+                "data.context_frames", "data.action_horizon", "data.frame_stride", "data.proprio_dim")
+AT_LEAST_ZERO = ("seed", "keep_every", "data.future_frames", "data.workers", "data.prefetch", "data.demos_per_task",
+                 "data.max_episodes", "data.cache_mb", "optimizer.warmup_steps")
+IN_RANGE = {"optimizer.lr": (0.0, None), "optimizer.ema_decay": (0.0, 1.0), "optimizer.b1": (0.0, 1.0),
+            "optimizer.b2": (0.0, 1.0), "optimizer.weight_decay": (0.0, None), "optimizer.grad_clip": (0.0, None),
+            "optimizer.final_lr_fraction": (0.0, 1.0)}
+
+
+def validate(config) -> None:
+  """Range checks of the training config's numbers (types are checked when overrides are parsed)."""
+  def get(dotted):
+    node = config
+    for part in dotted.split("."):
+      if part not in node:
+        return None
+      node = node[part]
+    return node
+
+  for keys, low in ((AT_LEAST_ONE, 1), (AT_LEAST_ZERO, 0)):
+    for key in keys:
+      value = get(key)
+      if value is None:
+        continue
+      if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise config_lib.ConfigError(f"config.{key}={value!r} must be an integer >= {low}")
+  for key, (low, high) in IN_RANGE.items():
+    value = get(key)
+    if value is None:
+      continue
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < low or (
+        high is not None and value > high) or (key == "optimizer.lr" and value <= 0):
+      bounds = f"in [{low}, {high}]" if high is not None else (f"> {low}" if key == "optimizer.lr" else f">= {low}")
+      raise config_lib.ConfigError(f"config.{key}={value!r} must be a finite number {bounds}")
+
+
 def check_batch_size(config, mesh) -> int:
   """Per-host batch size; the global one must split evenly over hosts and over the data axes (per micro-batch
   with gradient accumulation)."""
@@ -399,6 +437,7 @@ def train(config, workdir: str, stop_after: int | None = None) -> dict:
   is_main = jax.process_index() == 0
 
   # ---- Pretrained models and inputs (validated before anything is written) ----
+  validate(config)
   pretrained = resolve_pretrained(config)
   use_latents = config.data.get("use_latents", False)
   if use_latents and pretrained.autoencoder_fingerprint is None:
