@@ -269,3 +269,23 @@ def test_config_fuzz_ends_in_a_valid_config_or_an_error_naming_the_key():
         node = node[part]
       assert node >= 1, (key, overrides)
   assert accepted > 20 and refused > 100, (accepted, refused)
+
+
+# ---- damaged data -------------------------------------------------------------------------------------------
+def test_a_truncated_shard_or_missing_statistics_is_an_error_naming_the_file(tiny_data_dir, tmp_path):
+  from vam.input import sources  # pylint: disable=g-import-not-at-top
+  data = str(tmp_path / "data")
+  shutil.copytree(tiny_data_dir, data)
+  dataset = os.path.join(data, "sim_robot", "1.0.0")
+  (shard,) = glob.glob(os.path.join(dataset, "*-train.array_record*"))
+  with open(shard, "r+b") as f:
+    f.truncate(os.path.getsize(shard) // 2)
+  size = os.path.getsize(shard)
+  with pytest.raises(ValueError, match=r"sim_robot/1.0.0 split train episode \d+: the record cannot be read "
+                                       r"\(truncated or corrupt file\? sim_robot-train.array_record-00000-of-00001\)"):
+    sources.EpisodeSource(dataset, "train", "front")
+  assert os.path.getsize(shard) == size  # read only, nothing rewritten
+  assert len(sources.EpisodeSource(dataset, "val", "front")) > 0  # the intact split still reads
+  os.remove(os.path.join(dataset, "normalization.json"))
+  with pytest.raises(FileNotFoundError, match=f"no normalisation statistics at {dataset}/normalization.json"):
+    sources.EpisodeSource(dataset, "val", "front")

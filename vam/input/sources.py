@@ -3,6 +3,7 @@
 Validates the dataset against what the pipeline reads and fails naming the file and field.
 """
 
+import glob
 import json
 import os
 
@@ -62,24 +63,46 @@ class EpisodeSource:
     builder = tfds.builder_from_directory(dataset_dir)
     if split not in builder.info.splits:
       raise ValueError(f"dataset {dataset_dir}: no split {split!r}; splits: {list(builder.info.splits)}")
-    self.source = builder.as_data_source(split=split)
+    try:
+      self.source = builder.as_data_source(split=split)
+    except Exception as e:  # pylint: disable=broad-except  (array_record/riegeli raise RuntimeError, OSError...)
+      raise ValueError(f"dataset {dataset_dir} split {split}: its files cannot be opened ({self._files()}): "
+                       f"{' '.join(str(e).split())[:300]}") from None
     self.stats = stats_lib.read(dataset_dir)
-    metas = [self.source[i]["episode_metadata"] for i in range(len(self.source))]
+    records = [self._record(i) for i in range(len(self.source))]
+    metas = [r["episode_metadata"] for r in records]
     self.embodiment = [m["embodiment"].decode() for m in metas]
     self.task = [m["task"].decode() if "task" in m else "" for m in metas]
     self.restarts = [int(m["restarts"]) if "restarts" in m else 0 for m in metas]  # the expert's start-overs
-    self.lengths = np.array([len(self.source[i]["steps"]) for i in range(len(self.source))])
+    self.lengths = np.array([len(r["steps"]) for r in records])
     self.latents = latents_lib.StoredLatents(latents, split, self.lengths) if latents else None
 
   def __len__(self):
     return len(self.source)
 
+  def _files(self) -> str:
+    files = sorted(glob.glob(os.path.join(self.dir, f"*-{self.split}.array_record*")))
+    return ", ".join(os.path.basename(f) for f in files) or "no array_record files"
+
+  def _record(self, i: int):
+    """Episode record `i`; a truncated or corrupt shard becomes an error naming the dataset, split, episode
+    and files (not the record library's bare message)."""
+    try:
+      return self.source[int(i)]
+    except Exception as e:  # pylint: disable=broad-except  (riegeli: RuntimeError; decoding: ValueError ...)
+      raise ValueError(f"dataset {self.dir} split {self.split} episode {i}: the record cannot be read "
+                       f"(truncated or corrupt file? {self._files()}): {' '.join(str(e).split())[:300]}") from None
+
   def episode(self, i: int) -> dict:
     """All steps of episode `i`: images (T, H, W, 3) uint8; state/eef/action float32 at their true width
     (video-only datasets: images, instruction and embodiment only)."""
-    ep = self.source[int(i)]
+    ep = self._record(i)
     meta = ep["episode_metadata"]
-    steps = list(ep["steps"])
+    try:
+      steps = list(ep["steps"])
+    except Exception as e:  # pylint: disable=broad-except  (a step that does not decode: wrong shape, damage)
+      raise ValueError(f"dataset {self.dir} split {self.split} episode {i}: its steps cannot be decoded "
+                       f"({' '.join(str(e).split())[:300]})") from None
     obs = [s["observation"] for s in steps]
     out = dict(embodiment=meta["embodiment"].decode(), instruction=steps[0]["language_instruction"].decode(),
                images=np.stack([o[f"image_{self.camera}"] for o in obs]))
