@@ -1,7 +1,7 @@
 """The reliability campaign: faults injected into real `vam.train` runs, each outcome classified, one JSON.
 
     python -m benchmarks.reliability --data_dir out/demo/data --out benchmarks/results/reliability.json
-        [--cases fuzz kill9 sigterm] [--fuzz 40] [--kills 10] [--seed 0]
+        [--cases=fuzz,kill9,sigterm] [--fuzz 40] [--kills 10] [--seed 0]
 
   fuzz     random `--config.key=value` overrides and CLI mistakes (unknown keys, wrong types, out-of-range
            values, missing paths) on the tiny quickstart config: every case must end in a finished run or a
@@ -205,7 +205,8 @@ def run_sigterm(data_dir: str, steps: int) -> dict:
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]} (lists are comma-separated: --cases=fuzz,kill9)")
   data_dir = os.path.abspath(FLAGS.data_dir)
   res = {}
   if "fuzz" in FLAGS.cases:

@@ -289,3 +289,26 @@ def test_a_truncated_shard_or_missing_statistics_is_an_error_naming_the_file(tin
   os.remove(os.path.join(dataset, "normalization.json"))
   with pytest.raises(FileNotFoundError, match=f"no normalisation statistics at {dataset}/normalization.json"):
     sources.EpisodeSource(dataset, "val", "front")
+
+
+def test_a_save_that_fails_for_lack_of_space_stops_clearly_and_keeps_the_previous_step(two_steps, tiny_data_dir,
+                                                                                   tmp_path, monkeypatch):
+  from vam import checkpoints  # pylint: disable=g-import-not-at-top
+  from vam.train import train as train_lib  # pylint: disable=g-import-not-at-top
+  w = str(tmp_path / "run")
+  shutil.copytree(two_steps, w)
+  before = _snapshot(os.path.join(w, "checkpoints", "4"))
+
+  def disk_full(self, step, *args, **kw):
+    raise OSError(errno.ENOSPC, "No space left on device", os.path.join(str(self.directory), str(step)))
+
+  monkeypatch.setattr(checkpoints.ocp.CheckpointManager, "save", disk_full)
+  overrides = dict(data_dir=tiny_data_dir, total_steps="6", log_every="2", checkpoint_every="2")
+  with pytest.raises(checkpoints.CheckpointError,
+                     match=r"checkpoint save in .* failed \(at step 6\): No space left on device \(errno 28\); the "
+                           r"newest finished checkpoint, step 4, is intact"):
+    train_lib.train(config_lib.load(CONFIG, list(overrides.items())), w)
+  assert _snapshot(os.path.join(w, "checkpoints", "4")) == before
+  assert sorted(os.listdir(os.path.join(w, "checkpoints"))) == ["2", "4"]
+  with open(os.path.join(w, ".vam-train.lock")) as f:  # the lock was released on the way out
+    assert f.read() == ""

@@ -14,6 +14,7 @@ the loop with metrics, a NaN/Inf guard and periodic asynchronous checkpoints. Wo
     W/checkpoints/<step> the items of vam/checkpoints.py
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -512,6 +513,29 @@ def _set_aside(mngr, workdir: str, step: int, error: Exception) -> None:
                   where, why, target)
 
 
+@contextlib.contextmanager
+def _save_failures(mngr, step: int):
+  """A checkpoint save that fails (a full disk, a lost mount) stops training with one message: the step that
+  failed and the newest finished one, which orbax never touched (a step is only renamed into place once
+  every item is written)."""
+  try:
+    yield
+  except Exception as e:  # pylint: disable=broad-except  (orbax wraps the OSError of its writer threads)
+    error = e
+    while error is not None and not isinstance(error, OSError):
+      error = error.__cause__ or error.__context__
+    why = f"{os.strerror(error.errno)} (errno {error.errno})" if isinstance(error, OSError) and error.errno else (
+        checkpoints.describe_damage(e))
+    try:
+      intact = [s for s in mngr.all_steps() if s != step]
+    except Exception:  # pylint: disable=broad-except
+      intact = []
+    raise checkpoints.CheckpointError(
+        f"a checkpoint save in {mngr.directory} failed (at step {step}): {why}; "
+        + (f"the newest finished checkpoint, step {max(intact)}, is intact" if intact else "no earlier checkpoint")
+        + "; fix the cause and run the same command to resume") from None
+
+
 def _run(config, workdir, stop_after, prog, loader, assets, pretrained, host_batch, peak, stop, t_start) -> dict:
   """The loop of `train` (its workdir held): resume, step, log, checkpoint."""
   is_main = jax.process_index() == 0
@@ -615,16 +639,19 @@ def _run(config, workdir, stop_after, prog, loader, assets, pretrained, host_bat
     if done % config.checkpoint_every == 0 or done == end or preempted:
       check(pending)
       t_save = time.perf_counter()
-      mngr.save(done, args=ocp.args.Composite(**{
-          checkpoints.STATE: ocp.args.StandardSave(state), checkpoints.EMA: ocp.args.StandardSave(ema),
-          checkpoints.DATA: grain.checkpoint.CheckpointSave(data_iter), checkpoints.ASSETS: ocp.args.JsonSave(assets)}))
+      with _save_failures(mngr, done):
+        mngr.save(done, args=ocp.args.Composite(**{
+            checkpoints.STATE: ocp.args.StandardSave(state), checkpoints.EMA: ocp.args.StandardSave(ema),
+            checkpoints.DATA: grain.checkpoint.CheckpointSave(data_iter),
+            checkpoints.ASSETS: ocp.args.JsonSave(assets)}))
       t_mark += time.perf_counter() - t_save  # step timing excludes the (blocking part of the) save
       if preempted:
         logging.warning("%s: saved step %d and stopping; run the same command again to resume",
                         stop.signal_name or "preemption signal", done)
         break
 
-  mngr.wait_until_finished()
+  with _save_failures(mngr, int(jax.device_get(state["step"]))):
+    mngr.wait_until_finished()  # an asynchronous save's failure surfaces here
   mngr.close()
   writer.close()
   logging.info("done in %.1f s", time.perf_counter() - t_start)
