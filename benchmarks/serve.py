@@ -13,9 +13,6 @@ The compute does not depend on the weights: any finished checkpoint of the confi
 """
 
 import json
-import os
-import select
-import subprocess
 import sys
 import threading
 import time
@@ -24,6 +21,7 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks import report
+from vam.serve import process
 
 flags.DEFINE_string("baseline", "out/demo/baseline", "workdir of an image-baseline checkpoint")
 flags.DEFINE_string("vam", "out/bench/vam", "workdir of a VAM checkpoint")
@@ -32,23 +30,6 @@ flags.DEFINE_integer("requests", 200, "timed sequential requests per server (aft
 flags.DEFINE_float("seconds", 10.0, "duration of each throughput measurement")
 flags.DEFINE_list("clients", ["1", "4"], "concurrent clients of the throughput measurements")
 FLAGS = flags.FLAGS
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def start_server(workdir: str, overrides=(), timeout: float = 600.0):
-  """`python -m vam.serve` on a free loopback port; returns (process, uri) once it serves."""
-  proc = subprocess.Popen([sys.executable, "-m", "vam.serve", "--workdir", workdir, "--port", "0", *overrides],
-                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  deadline = time.time() + timeout
-  while time.time() < deadline:
-    if select.select([proc.stdout], [], [], 1.0)[0]:
-      line = proc.stdout.readline()
-      if line.startswith("serving "):
-        return proc, line.split(" on ")[-1].strip()
-    if proc.poll() is not None:
-      raise RuntimeError(f"vam.serve --workdir {workdir} exited ({proc.returncode}): {proc.stderr.read()[-2000:]}")
-  proc.kill()
-  raise RuntimeError(f"vam.serve --workdir {workdir} did not start in {timeout:.0f} s")
 
 
 def _episode(client, rng):
@@ -128,7 +109,7 @@ def main(argv):
              "vam_tau_v_0.5": (FLAGS.vam, ["--config.model.tau_v=0.5"])}
   res = {}
   for name, (workdir, overrides) in servers.items():
-    proc, uri = start_server(workdir, overrides)
+    proc, uri = process.start(workdir, *overrides)
     try:
       res[name] = dict(latency=latency(uri, FLAGS.requests),
                        throughput={str(c): throughput(uri, int(c), FLAGS.seconds) for c in FLAGS.clients})

@@ -4,7 +4,6 @@ while the server goes on serving; connections are independent; the client needs 
 
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import pytest
 
 from vam import config as config_lib
 from vam.serve import client as client_lib
+from vam.serve import process
 from vam.serve import wire
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,26 +36,9 @@ def trained(tiny_data_dir, tmp_path_factory):
   return w
 
 
-def _start(workdir, *flags, timeout=300):
-  """`python -m vam.serve` on a free port; returns (process, uri) once it prints that it serves."""
-  proc = subprocess.Popen([sys.executable, "-m", "vam.serve", "--workdir", workdir, "--port", "0", *flags],
-                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  deadline = time.time() + timeout
-  while time.time() < deadline:
-    ready, _, _ = select.select([proc.stdout], [], [], 1.0)
-    if ready:
-      line = proc.stdout.readline()
-      if line.startswith("serving "):
-        return proc, line.split(" on ")[-1].strip()
-    if proc.poll() is not None:
-      raise AssertionError(f"the server exited ({proc.returncode}): {proc.stderr.read()[-3000:]}")
-  proc.kill()
-  raise AssertionError("the server did not start in time")
-
-
 @pytest.fixture(scope="module")
 def server(trained):
-  proc, uri = _start(trained, ARM6, "--max_message_mb=0.5")
+  proc, uri = process.start(trained, ARM6, "--max_message_mb=0.5")
   yield uri
   proc.send_signal(signal.SIGTERM)  # a clean stop: exit 0 with a count of what it served
   out, err = proc.communicate(timeout=60)
