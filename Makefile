@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 OUT    ?= out/demo
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo data stage1 video video-eval test test-fast bench ladder long video-horizon demos clean
+.PHONY: setup demo data stage1 video video-eval test test-fast bench ladder long video-horizon demos reliability clean
 
 setup: $(STAMP)
 
@@ -114,6 +114,12 @@ demos: setup
 	test -f $(OUT)/video_s4/eval/report.json || $(BIN)/python -m vam.eval --workdir $(OUT)/video_s4
 	$(BIN)/python experiments/demos.py --data_dir $(OUT)/data --video_workdir $(OUT)/video_s4 --out out/demos \
 	    --tau_v 0 0.25 0.5 0.75 1
+
+# The reliability campaign (README "Training", faults it survives; ~20 min on 2 CPU cores): random CLI/config
+# mistakes, SIGKILL at random moments then resume (bit-identical to an uninterrupted run), SIGTERM.
+reliability: setup
+	test -d $(OUT)/data/sim_robot || $(MAKE) data
+	$(BIN)/python -m benchmarks.reliability --data_dir $(OUT)/data --out benchmarks/results/reliability.json
 
 clean:
 	rm -rf out bench_results .pytest_cache
