@@ -34,7 +34,7 @@ flags.DEFINE_list("cases", ["fuzz", "kill9", "sigterm"], "which faults to inject
 flags.DEFINE_integer("fuzz", 40, "fuzz cases")
 flags.DEFINE_integer("kills", 10, "SIGKILLs of the kill9 case")
 flags.DEFINE_integer("seed", 0, "random seed of the campaign")
-flags.DEFINE_integer("steps", 24, "training steps of the kill9 and sigterm runs")
+flags.DEFINE_integer("steps", 40, "training steps of the kill9 and sigterm runs")
 FLAGS = flags.FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = "experiments/quickstart.py:tiny"
@@ -151,34 +151,81 @@ def _final(workdir: str) -> dict:
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _timed_run(cmd: list[str], log_path: str) -> tuple[float, float]:
+  """Runs a training to the end; returns (seconds to its first logged step, total seconds)."""
+  t0, first = time.perf_counter(), None
+  with open(log_path, "w") as log:
+    proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    for line in proc.stderr:
+      log.write(line)
+      if first is None and re.search(r"\] step \d+/", line):
+        first = time.perf_counter() - t0
+    proc.wait()
+  if proc.returncode:
+    raise RuntimeError(f"{' '.join(cmd)} failed: see {log_path}")
+  return first or 0.0, time.perf_counter() - t0
+
+
+def _phase(log_path: str) -> str:
+  """What the run was doing when it died: its last line of vam's log."""
+  lines = [l for l in open(log_path, errors="replace") if "] " in l and "vam." in l]
+  if not lines:
+    return "start-up (nothing logged)"
+  last = lines[-1].split("] ", 1)[1].strip()
+  if last.startswith("step "):
+    return "training: after " + last.split(" loss")[0]
+  return last[:80]
+
+
+def _wait_for_training(proc, log_path: str, timeout: float = 900.0) -> bool:
+  """Waits until the run logs a training step (True), or exits first (False)."""
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if proc.poll() is not None:
+      return False
+    if any(re.search(r"\] step \d+/", l) for l in open(log_path, errors="replace")):
+      return True
+    time.sleep(0.05)
+  raise RuntimeError(f"no training step logged in {timeout:.0f} s: see {log_path}")
+
+
 def run_kill9(kills: int, seed: int, data_dir: str, steps: int) -> dict:
+  """SIGKILL a run again and again while it trains (each restart resumes), then let it finish; compare the
+  final state with an uninterrupted run's."""
   rng = random.Random(seed + 1)
   common = [f"--config.data_dir={data_dir}", f"--config.total_steps={steps}", "--config.log_every=1",
-            "--config.checkpoint_every=4", "--config.keep_checkpoints=2"]
+            "--config.checkpoint_every=2", "--config.keep_checkpoints=2"]
   root = tempfile.mkdtemp(prefix="vam-kill9-")
   reference = os.path.join(root, "reference")
-  t0 = time.perf_counter()
-  subprocess.run(train_cmd(reference, *common), cwd=ROOT, capture_output=True, text=True, timeout=1800, check=True)
-  ref_seconds = time.perf_counter() - t0
+  first, ref_seconds = _timed_run(train_cmd(reference, *common), os.path.join(root, "reference.log"))
+  step_s = (ref_seconds - first) / steps
   victim = os.path.join(root, "victim")
-  moments, restarts = [], 0
-  for _ in range(kills):
-    delay = rng.uniform(0.3, 1.0) * ref_seconds
-    proc = subprocess.Popen(train_cmd(victim, *common), cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    time.sleep(delay)
-    if proc.poll() is None:
-      proc.send_signal(signal.SIGKILL)
-      proc.wait()
-      moments.append(round(delay, 2))
-    restarts += 1
+  moments = []
+  for i in range(kills):
+    log_path = os.path.join(root, f"victim{i}.log")
+    with open(log_path, "w") as log:
+      proc = subprocess.Popen(train_cmd(victim, *common), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
+      if not _wait_for_training(proc, log_path):
+        break  # it finished: nothing left to interrupt
+      delay = rng.uniform(0.0, 6 * step_s)  # within the next ~6 steps: inside a step, between, during a save
+      time.sleep(delay)
+      finished = proc.poll() is not None
+      if not finished:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    on_disk = sorted(int(d) for d in os.listdir(os.path.join(victim, "checkpoints")) if d.isdigit())
+    moments.append(dict(after_first_step_s=round(delay, 2), killed=not finished, phase=_phase(log_path),
+                        finished_steps_on_disk=on_disk))
+    if finished:
+      break
   done = subprocess.run(train_cmd(victim, *common), cwd=ROOT, capture_output=True, text=True, timeout=1800)
   if done.returncode:
-    return dict(outcome="failed to resume", message=done.stderr[-1500:], kill_moments_s=moments)
+    return dict(outcome="failed to resume", message=done.stderr[-1500:], moments=moments)
   a, b = _final(reference), _final(victim)
   shutil.rmtree(root, ignore_errors=True)
-  return dict(outcome="identical" if a == b else "differs", reference=a, resumed=b, kills=len(moments),
-              kill_moments_s=moments, reference_seconds=round(ref_seconds, 1), restarts=restarts)
+  return dict(outcome="identical" if a == b else "differs", reference=a, resumed=b,
+              kills=sum(m["killed"] for m in moments), moments=moments, reference_seconds=round(ref_seconds, 1),
+              step_seconds=round(step_s, 3))
 
 
 # ---- SIGTERM ------------------------------------------------------------------------------------------------
