@@ -135,10 +135,12 @@ def test_vam_inference_by_tau_v_and_finetuning(stage2, tmp_path):
   # The probe on the decoder's feature layers locates the task from the imagined hidden states alone.
   estimate = offline.state_estimate_error(restored, stage2["data"], 8, 8, 0)
   assert set(estimate) == {"target", "object"} and all(np.isfinite(v["error_m"]) for v in estimate.values())
-  # Fine-tuning the pretrained VAM on one demo of arm6, and the scratch ablation on the same frozen video model.
+  # Fine-tuning the pretrained VAM on one demo of arm6 (reading the stored latents, keyed by the fingerprint of
+  # the autoencoder inside the VAM's video model), and the scratch ablation on the same frozen video model.
   ft = str(tmp_path / "ft")
   train_lib.train(experiment_config("finetune.py:tiny", data_dir=stage2["data"], init_from=stage2["vam"],
-                                    total_steps=4, **{"data.embodiments": SPACE_NAMES, "data.max_episodes": 1}), ft)
+                                    total_steps=4, **{"data.embodiments": SPACE_NAMES, "data.max_episodes": 1,
+                                                      "data.use_latents": True}), ft)
   tuned, _, _ = checkpoints.restore_params(ft)
   pretrained, _, _ = checkpoints.restore_params(stage2["vam"])
   assert _tree_equal(tuned["video"], pretrained["video"])

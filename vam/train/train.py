@@ -132,8 +132,12 @@ def resolve_pretrained(config) -> Pretrained:
       config.model = saved
     _adopt_data_shape(config, assets["config"]["data"], init_from)
     params[""], sources[""] = p, f"{os.path.abspath(init_from)}@{step}"
-    if "autoencoder" in p:
-      fp = checkpoints.fingerprint(p["autoencoder"])
+    # The frozen autoencoder: a video model's own, or a VAM's inside its video model (stored latents are
+    # keyed by its fingerprint).
+    autoencoder = p.get("autoencoder", p.get("video", {}).get("autoencoder") if isinstance(p.get("video"), dict)
+                        else None)
+    if autoencoder is not None:
+      fp = checkpoints.fingerprint(autoencoder)
   elif config.model.name == "vam":
     p, saved, source = _frozen_part(config, "video_workdir", "video_step", "video_dit",
                                     "experiments/video_pretrain.py")
