@@ -52,6 +52,10 @@ def load(path: str) -> dict:
       report = json.load(f)
     if report.get("format") == FORMAT:
       return report
+  return empty()
+
+
+def empty() -> dict:
   return dict(format=FORMAT, evaluations=[])
 
 
@@ -75,11 +79,11 @@ def add_evaluation(path: str, evaluation: dict, workdir: str) -> dict:
   each other's); returns the report written."""
 
   def update(old):
-    rep = add(old if old.get("format") == FORMAT else dict(format=FORMAT, evaluations=[]), evaluation)
+    rep = add(old if old.get("format") == FORMAT else empty(), evaluation)
     rep["workdir"] = workdir
     return rep
 
-  return atomic.update_json(path, update, lambda: dict(format=FORMAT, evaluations=[]))
+  return atomic.update_json(path, update, empty)
 
 
 # ---- videos -----------------------------------------------------------------------------------------------
