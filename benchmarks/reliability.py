@@ -1,13 +1,17 @@
 """The reliability campaign: faults injected into real `vam.train` runs, each outcome classified, one JSON.
 
     python -m benchmarks.reliability --data_dir out/demo/data --out benchmarks/results/reliability.json
-        [--cases=fuzz,kill9,sigterm] [--fuzz 40] [--kills 10] [--seed 0]
+        [--cases=fuzz,kill9,kill9_2proc,sigterm] [--fuzz 40] [--kills 10] [--kill_phases=step,save,final]
+        [--seed 0]
 
   fuzz     random `--config.key=value` overrides and CLI mistakes (unknown keys, wrong types, out-of-range
            values, missing paths) on the tiny quickstart config: every case must end in a finished run or a
            one-line `error: ...` naming the key or file -- never a traceback from deep inside a library
-  kill9    a tiny run SIGKILLed at `--kills` random moments (each restart resumes), against one uninterrupted
-           run: final params, EMA, optimizer state and the batches' provenance must be bit-identical
+  kill9    a tiny run SIGKILLed `--kills` times in each phase (each restart resumes): `step` a random moment
+           (inside a step, between steps), `save` inside an asynchronous checkpoint save, `final` inside the
+           final save; against one uninterrupted run, the final params, EMA, optimizer state and data-iterator
+           state (the sequence of batches seen) must be bit-identical
+  kill9_2proc  the same for a 2-process run (launch/local.py), one random process of it SIGKILLed each time
   sigterm  SIGTERM mid-run: exit 0 with a checkpoint of the current step; the restart finishes the run
 The fast, deterministic faults (damaged checkpoints, the workdir lock, atomic writes) are tests
 (tests/test_reliability.py); this module repeats the slow and random ones at scale.
@@ -30,12 +34,16 @@ from benchmarks import report
 
 flags.DEFINE_string("data_dir", "out/demo/data", "datasets of the runs (the quickstart ones)")
 flags.DEFINE_string("out", "benchmarks/results/reliability.json", "where the JSON report goes")
-flags.DEFINE_list("cases", ["fuzz", "kill9", "sigterm"], "which faults to inject")
+flags.DEFINE_list("cases", ["fuzz", "kill9", "kill9_2proc", "sigterm"], "which faults to inject")
 flags.DEFINE_integer("fuzz", 40, "fuzz cases")
-flags.DEFINE_integer("kills", 10, "SIGKILLs of the kill9 case")
+flags.DEFINE_integer("kills", 10, "SIGKILLs of the kill9 cases, per phase")
+flags.DEFINE_list("kill_phases", ["step", "save", "final"], "when to SIGKILL: step (a random moment), save (during "
+                  "an asynchronous checkpoint save), final (during the final save)")
 flags.DEFINE_integer("seed", 0, "random seed of the campaign")
 flags.DEFINE_integer("steps", 40, "training steps of the kill9 and sigterm runs")
 FLAGS = flags.FLAGS
+CASES = ("fuzz", "kill9", "kill9_2proc", "sigterm")
+PHASES = ("step", "save", "final")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = "experiments/quickstart.py:tiny"
 
@@ -137,13 +145,16 @@ def run_fuzz(n: int, seed: int, data_dir: str) -> dict:
 
 # ---- kill -9 ----------------------------------------------------------------------------------------------
 def _final(workdir: str) -> dict:
-  """Content hashes of the final checkpoint's state and EMA, and the batches' provenance of the metrics."""
-  code = ("import json, sys; from vam import checkpoints; import orbax.checkpoint as ocp\n"
+  """Content hashes of the final checkpoint's state, EMA and data-iterator states (one per process: equal
+  states = the same sequence of batches seen)."""
+  code = ("import glob, hashlib, json, os, sys; from vam import checkpoints; import orbax.checkpoint as ocp\n"
           "m = checkpoints.manager(sys.argv[1], read_only=True); s = m.latest_step()\n"
           "r = m.restore(s, args=ocp.args.Composite(**{checkpoints.STATE: ocp.args.StandardRestore(), "
           "checkpoints.EMA: ocp.args.StandardRestore()}))\n"
+          "files = sorted(glob.glob(os.path.join(str(m.directory), str(s), checkpoints.DATA, 'process_*.json')))\n"
+          "data = hashlib.sha256(b''.join(open(f, 'rb').read() for f in files)).hexdigest()[:12]\n"
           "print(json.dumps(dict(step=s, state=checkpoints.fingerprint(r[checkpoints.STATE]), "
-          "ema=checkpoints.fingerprint(r[checkpoints.EMA]))))\n")
+          "ema=checkpoints.fingerprint(r[checkpoints.EMA]), data=data, data_files=len(files))))\n")
   proc = subprocess.run([sys.executable, "-c", code, workdir], cwd=ROOT, capture_output=True, text=True, timeout=600,
                         env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1"))
   if proc.returncode:
@@ -189,43 +200,122 @@ def _wait_for_training(proc, log_path: str, timeout: float = 900.0) -> bool:
   raise RuntimeError(f"no training step logged in {timeout:.0f} s: see {log_path}")
 
 
-def run_kill9(kills: int, seed: int, data_dir: str, steps: int) -> dict:
-  """SIGKILL a run again and again while it trains (each restart resumes), then let it finish; compare the
-  final state with an uninterrupted run's."""
-  rng = random.Random(seed + 1)
-  common = [f"--config.data_dir={data_dir}", f"--config.total_steps={steps}", "--config.log_every=1",
-            "--config.checkpoint_every=2", "--config.keep_checkpoints=2"]
-  root = tempfile.mkdtemp(prefix="vam-kill9-")
-  reference = os.path.join(root, "reference")
-  first, ref_seconds = _timed_run(train_cmd(reference, *common), os.path.join(root, "reference.log"))
-  step_s = (ref_seconds - first) / steps
-  victim = os.path.join(root, "victim")
+def _listing(folder: str) -> list[str]:
+  try:
+    return sorted(os.listdir(folder))
+  except FileNotFoundError:
+    return []
+
+
+def _saving(ckpt_dir: str, step: int | None = None) -> str | None:
+  """The step orbax is writing now (its `<step>.orbax-checkpoint-tmp` folder), or None."""
+  for name in _listing(ckpt_dir):
+    if ".orbax-checkpoint-tmp" in name and (step is None or name.split(".")[0] == str(step)):
+      return name.split(".")[0]
+  return None
+
+
+def _aim(proc, ckpt_dir: str, phase: str, rng: random.Random, step_s: float, steps: int) -> tuple[float, str]:
+  """Waits for the moment `phase` names, then returns (seconds waited once there, what was happening):
+    step   a random moment within the next ~6 steps (inside a step, between two, or in a save)
+    save   inside the j-th asynchronous save from now (j in 1..3), a random fraction of a save's duration in
+    final  inside the final step's save
+  Returns ("", ...) with a negative delay if the run ended first."""
+  if phase == "step":
+    delay = rng.uniform(0.0, 6 * step_s)
+    time.sleep(delay)
+    return delay, "random"
+  target = str(steps) if phase == "final" else None
+  saves = 1 if phase == "final" else rng.randint(1, 3)
+  seen = set()
+  while True:
+    if proc.poll() is not None:
+      return -1.0, "ended"
+    now = _saving(ckpt_dir, target)
+    if now is not None and now not in seen:
+      seen.add(now)
+      if len(seen) == saves:
+        delay = rng.uniform(0.0, 0.3)  # a tiny run's save takes ~0.6 s
+        time.sleep(delay)
+        return delay, f"saving step {now}" if _saving(ckpt_dir) == now else f"just after saving step {now}"
+    time.sleep(0.001)
+
+
+def _kill_and_resume(start, phase: str, kills: int, rng: random.Random, ckpt_dir: str, step_s: float,
+                     steps: int) -> list[dict]:
+  """`start(log_path)` -> (Popen, pids it may SIGKILL). Kills `kills` times at `phase` (each restart resumes)."""
   moments = []
   for i in range(kills):
-    log_path = os.path.join(root, f"victim{i}.log")
-    with open(log_path, "w") as log:
-      proc = subprocess.Popen(train_cmd(victim, *common), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
-      if not _wait_for_training(proc, log_path):
-        break  # it finished: nothing left to interrupt
-      delay = rng.uniform(0.0, 6 * step_s)  # within the next ~6 steps: inside a step, between, during a save
-      time.sleep(delay)
-      finished = proc.poll() is not None
-      if not finished:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    on_disk = sorted(int(d) for d in os.listdir(os.path.join(victim, "checkpoints")) if d.isdigit())
-    moments.append(dict(after_first_step_s=round(delay, 2), killed=not finished, phase=_phase(log_path),
-                        finished_steps_on_disk=on_disk))
+    log_path = os.path.join(os.path.dirname(ckpt_dir), f"{phase}{i}.log")
+    proc, victims = start(log_path)
+    if not _wait_for_training(proc, log_path):
+      break
+    delay, doing = _aim(proc, ckpt_dir, phase, rng, step_s, steps)
+    finished = proc.poll() is not None
+    if not finished:
+      pid = rng.choice(victims())
+      os.kill(pid, signal.SIGKILL)
+      proc.wait()
+    moments.append(dict(phase=phase, waited_s=round(delay, 3), killed=not finished, doing=doing,
+                        last_log=_phase(log_path), finished_steps_on_disk=[int(d) for d in _listing(ckpt_dir)
+                                                                           if d.isdigit()]))
+    print(f"kill {phase} {i}: {moments[-1]}", flush=True)
     if finished:
       break
-  done = subprocess.run(train_cmd(victim, *common), cwd=ROOT, capture_output=True, text=True, timeout=1800)
-  if done.returncode:
-    return dict(outcome="failed to resume", message=done.stderr[-1500:], moments=moments)
-  a, b = _final(reference), _final(victim)
+  return moments
+
+
+def _children(pid: int) -> list[int]:
+  try:
+    return [int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+  except FileNotFoundError:
+    return []
+
+
+def run_kill9(kills: int, seed: int, data_dir: str, steps: int, phases=PHASES, processes: int = 1) -> dict:
+  """SIGKILL a run again and again at each of `phases` (`kills` times each; each restart resumes), then let
+  it finish; compare the final state, EMA and data-iterator state with an uninterrupted run's. With
+  `processes` > 1 the run is `launch/local.py`'s group and one random process of it is killed (the launcher
+  stops the others, as a cluster scheduler does when a host dies)."""
+  rng = random.Random(seed + 1 + 100 * processes)
+  common = [f"--config.data_dir={data_dir}", f"--config.total_steps={steps}", "--config.log_every=1",
+            "--config.checkpoint_every=2", "--config.keep_checkpoints=2"]
+
+  def cmd(workdir):
+    if processes == 1:
+      return train_cmd(workdir, *common)
+    return [sys.executable, os.path.join(ROOT, "launch", "local.py"), "--processes", str(processes),
+            "--devices_per_process", "1", "--", "--config", CONFIG, "--workdir", workdir, *common]
+
+  root = tempfile.mkdtemp(prefix=f"vam-kill9-{processes}p-")
+  reference = os.path.join(root, "reference")
+  first, ref_seconds = _timed_run(cmd(reference), os.path.join(root, "reference.log"))
+  step_s = (ref_seconds - first) / steps
+  ref = _final(reference)
+  out = dict(processes=processes, reference=ref, reference_seconds=round(ref_seconds, 1),
+             step_seconds=round(step_s, 3), phases={})
+  for phase in phases:
+    victim = os.path.join(root, f"victim_{phase}")
+    os.makedirs(victim)
+
+    def start(log_path, victim=victim):
+      with open(log_path, "w") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen(cmd(victim), cwd=ROOT, stdout=log if processes > 1 else subprocess.DEVNULL,
+                                stderr=log)
+      return proc, (lambda: [proc.pid]) if processes == 1 else (lambda: _children(proc.pid) or [proc.pid])
+
+    moments = _kill_and_resume(start, phase, kills, rng, os.path.join(victim, "checkpoints"), step_s, steps)
+    done = subprocess.run(cmd(victim), cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    if done.returncode:
+      out["phases"][phase] = dict(outcome="failed to resume", message=done.stderr[-1500:], moments=moments)
+      continue
+    got = _final(victim)
+    out["phases"][phase] = dict(outcome="identical" if got == ref else "differs", resumed=got,
+                                kills=sum(m["killed"] for m in moments), moments=moments)
   shutil.rmtree(root, ignore_errors=True)
-  return dict(outcome="identical" if a == b else "differs", reference=a, resumed=b,
-              kills=sum(m["killed"] for m in moments), moments=moments, reference_seconds=round(ref_seconds, 1),
-              step_seconds=round(step_s, 3))
+  out["outcome"] = ("identical" if all(p["outcome"] == "identical" for p in out["phases"].values())
+                    else "differs")
+  return out
 
 
 # ---- SIGTERM ------------------------------------------------------------------------------------------------
@@ -254,12 +344,17 @@ def run_sigterm(data_dir: str, steps: int) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]} (lists are comma-separated: --cases=fuzz,kill9)")
+  for name, given, valid in (("--cases", FLAGS.cases, CASES), ("--kill_phases", FLAGS.kill_phases, PHASES)):
+    if set(given) - set(valid):
+      raise app.UsageError(f"{name}: unknown {sorted(set(given) - set(valid))}; valid: {list(valid)}")
   data_dir = os.path.abspath(FLAGS.data_dir)
   res = {}
   if "fuzz" in FLAGS.cases:
     res["fuzz"] = run_fuzz(FLAGS.fuzz, FLAGS.seed, data_dir)
   if "kill9" in FLAGS.cases:
-    res["kill9"] = run_kill9(FLAGS.kills, FLAGS.seed, data_dir, FLAGS.steps)
+    res["kill9"] = run_kill9(FLAGS.kills, FLAGS.seed, data_dir, FLAGS.steps, FLAGS.kill_phases)
+  if "kill9_2proc" in FLAGS.cases:
+    res["kill9_2proc"] = run_kill9(FLAGS.kills, FLAGS.seed, data_dir, FLAGS.steps, FLAGS.kill_phases, processes=2)
   if "sigterm" in FLAGS.cases:
     res["sigterm"] = run_sigterm(data_dir, FLAGS.steps)
   ratios = {}

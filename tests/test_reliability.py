@@ -147,6 +147,29 @@ def test_sigterm_saves_at_the_next_step_and_a_second_writer_is_refused(tiny_data
   assert str(step + 2) in os.listdir(os.path.join(w, "checkpoints"))
 
 
+# ---- checksums -------------------------------------------------------------------------------------------
+def test_checksums_ignore_sharding_and_catch_any_flipped_bit_or_moved_value():
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from vam import checkpoints  # pylint: disable=g-import-not-at-top
+  x = np.random.RandomState(0).randn(16, 6).astype(np.float32)
+  tree = dict(w=x, half=x.astype(jnp.bfloat16), count=np.arange(5, dtype=np.int32), key=jax.random.key(3))
+  sums = checkpoints.checksums(tree)
+  assert sorted(sums) == ["count", "half", "key", "w"] and len(set(sums.values())) == 4
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:8]).reshape(4, 2), ("a", "b"))
+  sharded = jax.device_put(x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("a", "b")))
+  assert checkpoints.checksums(dict(tree, w=sharded)) == sums  # computed in place, shard by shard
+  bits = x.view(np.uint32)
+  for index, bit in [((0, 0), 0), ((7, 3), 17), ((15, 5), 31), ((3, 2), 9)]:
+    flipped = bits.copy()
+    flipped[index] ^= np.uint32(1 << bit)
+    assert checkpoints.checksums(dict(tree, w=flipped.view(np.float32)))["w"] != sums["w"], (index, bit)
+  swapped = x.copy()
+  swapped[[0, 1]] = swapped[[1, 0]]
+  assert checkpoints.checksums(dict(tree, w=swapped))["w"] != sums["w"]
+
+
 # ---- damaged checkpoints ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def two_steps(tiny_data_dir, tmp_path_factory):
@@ -178,8 +201,30 @@ def _garble_assets(folder):
   return victim
 
 
+def _flip_bit(folder):
+  """One bit flipped in an item's largest data file, at the first of a few places where it changes the values
+  read back (some bytes are never read) -- and reads back without an error: tensorstore keeps no checksum of
+  its chunks, so only the checksums saved with the step catch it."""
+  from vam import checkpoints  # pylint: disable=g-import-not-at-top
+  read = lambda: checkpoints.fingerprint(checkpoints.ocp.StandardCheckpointer().restore(folder))
+  before = read()
+  victim = max(glob.glob(os.path.join(folder, "ocdbt.process_0", "d", "*")), key=os.path.getsize)
+  original = open(victim, "rb").read()
+  for where in (0.5, 0.3, 0.7, 0.2, 0.8, 0.4, 0.6):
+    data = bytearray(original)
+    data[int(len(data) * where)] ^= 0x10
+    with open(victim, "wb") as f:
+      f.write(bytes(data))
+    try:
+      if read() != before:
+        return victim
+    except Exception:  # pylint: disable=broad-except  (a flip that breaks decompression: not silent, try another)
+      pass
+  raise AssertionError(f"no flipped bit in {victim} changed the values read back")
+
+
 DAMAGE = {"truncated state": ("state", _truncate), "deleted manifest": ("ema_params", _delete_manifest),
-          "unreadable assets": ("assets", _garble_assets)}
+          "unreadable assets": ("assets", _garble_assets), "flipped bit in state": ("state", _flip_bit)}
 
 
 def _snapshot(folder):
@@ -211,6 +256,10 @@ def test_evaluation_skips_damaged_and_vanished_steps(two_steps, tmp_path, monkey
   from vam.eval import evaluate  # pylint: disable=g-import-not-at-top
   w = str(tmp_path / "run")
   shutil.copytree(two_steps, w)
+  _flip_bit(os.path.join(w, "checkpoints", "4", "ema_params"))  # the one restore checks the values
+  with pytest.raises(checkpoints.DamagedCheckpointError, match=r"checkpoints/4 is damaged: the values of \S+ "
+                                                               r"differ from the checksum saved with them"):
+    checkpoints.restore_params(w, 4)
   _truncate(os.path.join(w, "checkpoints", "4", "ema_params"))
   small = [("eval.embodiments", "['arm6']"), ("eval.tasks", "['reach']"), ("eval.modes", "['easy']"),
            ("eval.splits", "['train']"), ("eval.episodes", "1"), ("eval.num_envs", "1"),

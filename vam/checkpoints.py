@@ -5,18 +5,23 @@
       ema_params/   EMA params, the inference weights                     (orbax StandardSave, sharded)
       data/         grain iterator state, one JSON per process            (grain CheckpointHandler)
       assets/       {format, config, normalization (the Normalizer's maps), statistics (the datasets'
-                    normalisation statistics, relative-action ones included), action_space, image_size} (JSON)
+                    normalisation statistics, relative-action ones included), action_space, image_size,
+                    checksums: {state: {leaf: uint32}, ema_params: {...}} (`checksums`)} (JSON)
 
 Orbax writes each step into a temporary folder and renames it when every item is committed, so a
-reader that lists steps through a manager never sees a half-written checkpoint. This module must not
+reader that lists steps through a manager never sees a half-written checkpoint. A truncated or missing file
+fails to read; a flipped bit inside an array's data does not (tensorstore's chunks carry no checksum), so
+every save records a checksum per array and every restore compares them (`verify`). This module must not
 import `vam.train` (the eval harness restores params only).
 """
 
+import functools
 import hashlib
 import os
 
 import grain
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -43,8 +48,8 @@ class DamagedCheckpointError(CheckpointError):
 
 def describe_damage(error: Exception) -> str:
   """One line for a read failure (orbax/tensorstore messages run to pages)."""
-  if isinstance(error, DamagedCheckpointError):
-    return str(error)
+  if isinstance(error, DamagedCheckpointError):  # "checkpoint W/s is damaged: why" -> "why"
+    return str(error).split(" is damaged: ", 1)[-1]
   text = " ".join(str(error).split())
   return f"{type(error).__name__}: {text[:300]}{' ...' if len(text) > 300 else ''}"
 
@@ -189,16 +194,68 @@ def restore_params(workdir: str, step: int | None = None, abstract=None) -> tupl
     raise CheckpointError(f"checkpoint {mngr.directory}/{step}: its params do not fit the model its config "
                           "describes (parameter names or shapes differ)")
   params = _read(mngr, step, ocp.args.Composite(**{EMA: ocp.args.StandardRestore(abstract)}))[EMA]
+  saved = {leaf_name(path): np.dtype(m.dtype) for path, m in jax.tree_util.tree_flatten_with_path(metadata)[0]}
+  recast = {leaf_name(path) for path, a in jax.tree_util.tree_flatten_with_path(abstract)[0]
+            if saved.get(leaf_name(path)) != np.dtype(a.dtype)}
+  verify(params, assets.get("checksums", {}).get(EMA), f"{mngr.directory}/{step}", skip=recast)
   return params, assets, step
 
 
 def _shapes(tree) -> dict:
-  """{"a/b/0": shape} of a params tree (keys as text: orbax's metadata may spell integer keys as strings)."""
-  out = {}
-  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    name = "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
-    out[name] = tuple(leaf.shape)
+  """{"a/b/0": shape} of a params tree."""
+  return {leaf_name(path): tuple(leaf.shape) for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+@functools.partial(jax.jit)
+def _leaf_checksums(leaves: list) -> list:
+  """Per array: sum over elements of (its bits as uint32) x (an odd weight of its index), mod 2^32. Any single
+  flipped bit changes the sum (2^k times an odd number is never 0 mod 2^32), and so does moving a value. It
+  runs where the arrays live, shard by shard plus one all-reduce: nothing is gathered to a host."""
+  out = []
+  for x in leaves:
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      x = jax.random.key_data(x)
+    if x.dtype == jnp.bool_:
+      x = x.astype(jnp.uint8)
+    unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[x.dtype.itemsize]
+    bits = jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
+    index = jnp.zeros(x.shape, jnp.uint32)
+    for d in range(x.ndim):  # the flat index, built per dimension (a reshape would move sharded data)
+      index = index * jnp.uint32(x.shape[d]) + jax.lax.broadcasted_iota(jnp.uint32, x.shape, d)
+    weight = index * jnp.uint32(0x9E3779B1) * jnp.uint32(2) + jnp.uint32(1)
+    out.append(jnp.sum(bits * weight, dtype=jnp.uint32))
   return out
+
+
+def leaf_name(path) -> str:
+  """"a/b/0" for a pytree path (orbax's metadata may spell integer keys and attribute names as strings)."""
+  return "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
+
+
+def checksums(tree) -> dict[str, int]:
+  """{leaf name: checksum} of a pytree of (possibly sharded, multi-process) arrays; see `_leaf_checksums`.
+  Every process must call it (a collective)."""
+  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+  sums = jax.device_get(_leaf_checksums([x for _, x in flat]))
+  return {leaf_name(path): int(s) for (path, _), s in zip(flat, sums)}
+
+
+def verify(tree, expected: dict | None, where: str, skip=frozenset()) -> None:
+  """Raises DamagedCheckpointError if a restored array's checksum differs from the one saved with it
+  (`expected`: {leaf name: checksum}; None for a checkpoint written before checksums, which is not checked).
+  `skip`: leaves restored as another dtype than saved (their bits differ by design)."""
+  if not expected:
+    return
+  got = {k: v for k, v in checksums(tree).items() if k not in skip}
+  unmatched = sorted(set(got) - set(expected))
+  if unmatched:
+    raise CheckpointError(f"checkpoint {where}: arrays {unmatched[:3]} have no saved checksum (a tree other "
+                          "than the one saved was restored)")
+  bad = [k for k in sorted(got) if got[k] != int(expected[k])]
+  if bad:
+    raise DamagedCheckpointError(
+        f"checkpoint {where} is damaged: the values of {bad[0]}{f' (and {len(bad) - 1} more arrays)' if len(bad) > 1 else ''} "
+        "differ from the checksum saved with them (a flipped bit or a partly overwritten file)")
 
 
 def fingerprint(params) -> str:

@@ -482,7 +482,7 @@ def train(config, workdir: str, stop_after: int | None = None) -> dict:
 def _restore_newest_intact(mngr, workdir: str, items_for, assets: dict):
   """(step, restored items) of the newest checkpoint that reads back whole, or (None, None) when there is none.
 
-  A damaged step (a truncated or missing file, unreadable assets) is never deleted or overwritten: it is
+  A damaged step (a truncated or missing file, unreadable assets, values that fail their checksum) is never deleted or overwritten: it is
   moved aside to `W/checkpoints_damaged/<step>` with a warning naming what failed, and the step before it is
   tried. A checkpoint written by an incompatible config is an error, not damage."""
   for step in sorted(mngr.all_steps(), reverse=True):
@@ -493,9 +493,17 @@ def _restore_newest_intact(mngr, workdir: str, items_for, assets: dict):
       continue
     checkpoints.check_compatible(saved, assets, f"{mngr.directory}/{step}")
     try:
-      return step, mngr.restore(step, args=ocp.args.Composite(**items_for(step)))
+      restored = mngr.restore(step, args=ocp.args.Composite(**items_for(step)))
     except Exception as e:  # pylint: disable=broad-except
       _set_aside(mngr, workdir, step, e)
+      continue
+    try:
+      for item in (checkpoints.STATE, checkpoints.EMA):  # a flipped bit reads back without an error
+        checkpoints.verify(restored[item], saved.get("checksums", {}).get(item), f"{mngr.directory}/{step}")
+    except checkpoints.DamagedCheckpointError as e:
+      _set_aside(mngr, workdir, step, e)
+      continue
+    return step, restored
   return None, None
 
 
@@ -643,11 +651,12 @@ def _run(config, workdir, stop_after, prog, loader, assets, pretrained, host_bat
     if done % config.checkpoint_every == 0 or done == end or preempted:
       check(pending)
       t_save = time.perf_counter()
+      sums = {checkpoints.STATE: checkpoints.checksums(state), checkpoints.EMA: checkpoints.checksums(ema)}
       with _save_failures(mngr, done):
         mngr.save(done, args=ocp.args.Composite(**{
             checkpoints.STATE: ocp.args.StandardSave(state), checkpoints.EMA: ocp.args.StandardSave(ema),
             checkpoints.DATA: grain.checkpoint.CheckpointSave(data_iter),
-            checkpoints.ASSETS: ocp.args.JsonSave(assets)}))
+            checkpoints.ASSETS: ocp.args.JsonSave(dict(assets, checksums=sums))}))
       t_mark += time.perf_counter() - t_save  # step timing excludes the (blocking part of the) save
       if preempted:
         logging.warning("%s: saved step %d and stopping; run the same command again to resume",
