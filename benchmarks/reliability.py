@@ -149,8 +149,11 @@ def _final(workdir: str) -> dict:
   states = the same sequence of batches seen)."""
   code = ("import glob, hashlib, json, os, sys; from vam import checkpoints; import orbax.checkpoint as ocp\n"
           "m = checkpoints.manager(sys.argv[1], read_only=True); s = m.latest_step()\n"
-          "r = m.restore(s, args=ocp.args.Composite(**{checkpoints.STATE: ocp.args.StandardRestore(), "
-          "checkpoints.EMA: ocp.args.StandardRestore()}))\n"
+          "import jax; dev = jax.sharding.SingleDeviceSharding(jax.devices()[0]); md = m.item_metadata(s)\n"
+          "target = lambda item: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev), "
+          "md[item].tree)  # onto one device, whatever topology wrote it\n"
+          "r = m.restore(s, args=ocp.args.Composite(**{i: ocp.args.StandardRestore(target(i)) "
+          "for i in (checkpoints.STATE, checkpoints.EMA)}))\n"
           "files = sorted(glob.glob(os.path.join(str(m.directory), str(s), checkpoints.DATA, 'process_*.json')))\n"
           "data = hashlib.sha256(b''.join(open(f, 'rb').read() for f in files)).hexdigest()[:12]\n"
           "print(json.dumps(dict(step=s, state=checkpoints.fingerprint(r[checkpoints.STATE]), "
@@ -166,8 +169,8 @@ def _timed_run(cmd: list[str], log_path: str) -> tuple[float, float]:
   """Runs a training to the end; returns (seconds to its first logged step, total seconds)."""
   t0, first = time.perf_counter(), None
   with open(log_path, "w") as log:
-    proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    for line in proc.stderr:
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
       log.write(line)
       if first is None and re.search(r"\] step \d+/", line):
         first = time.perf_counter() - t0
@@ -178,14 +181,14 @@ def _timed_run(cmd: list[str], log_path: str) -> tuple[float, float]:
 
 
 def _phase(log_path: str) -> str:
-  """What the run was doing when it died: its last line of vam's log."""
-  lines = [l for l in open(log_path, errors="replace") if "] " in l and "vam." in l]
+  """What the run was doing when it died: its last line of vam's log (any process's)."""
+  lines = [m.group(1).strip() for m in (re.search(r"\d vam\.\w+\] (.*)", l) for l in open(log_path, errors="replace"))
+           if m]
   if not lines:
     return "start-up (nothing logged)"
-  last = lines[-1].split("] ", 1)[1].strip()
-  if last.startswith("step "):
-    return "training: after " + last.split(" loss")[0]
-  return last[:80]
+  if lines[-1].startswith("step "):
+    return "training: after " + lines[-1].split(" loss")[0]
+  return lines[-1][:80]
 
 
 def _wait_for_training(proc, log_path: str, timeout: float = 900.0) -> bool:

@@ -35,6 +35,10 @@ def data(context_frames: int = 2, future_frames: int = 0, mixture=None) -> ml_co
   d.demos_per_task = 0  # > 0: only the first N episodes of each (embodiment, task) (experiments/demos.py)
   d.only_embodiments = []  # episodes of these embodiments only (empty: all; experiments/ablation.py, finetune.py)
   d.max_episodes = 0  # > 0: only the first N episodes kept by the filters above
+  # An episode that cannot be read (corrupt record, undecodable step, NaN actions): False stops training with an
+  # error naming it; True replaces its windows by the next readable episode's, warns once per episode, and
+  # counts them (metric skipped_windows).
+  d.skip_bad_episodes = False
   d.balance = "task"  # task: every (embodiment, task) of a dataset equally likely | window: by episode length
   # task -> relative share of its (embodiment, task) groups under balance='task'; e.g. task_weights.push=3.0
   d.task_weights = {t: 1.0 for t in tasks.TASKS}

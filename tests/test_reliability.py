@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from vam import atomic
@@ -338,6 +339,55 @@ def test_a_truncated_shard_or_missing_statistics_is_an_error_naming_the_file(tin
   os.remove(os.path.join(dataset, "normalization.json"))
   with pytest.raises(FileNotFoundError, match=f"no normalisation statistics at {dataset}/normalization.json"):
     sources.EpisodeSource(dataset, "val", "front")
+
+
+def test_skip_bad_episodes_replaces_an_unreadable_episode_and_counts_it(tiny_data_dir, tmp_path, monkeypatch):
+  """config.data.skip_bad_episodes: a record that does not read and an episode that does not decode (NaN
+  actions, a step of the wrong shape) are skipped with a warning, counted, and training goes on."""
+  from vam import embodiment as embodiment_lib  # pylint: disable=g-import-not-at-top
+  from vam.input import pipeline, sources, windows  # pylint: disable=g-import-not-at-top
+  from vam.train import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  from vam.train import train as train_lib  # pylint: disable=g-import-not-at-top
+  entries = [pipeline.DatasetEntry("sim_robot", f"{tiny_data_dir}/sim_robot/1.0.0", 1.0)]
+  spec = windows.WindowSpec(context_frames=1, future_frames=0, action_horizon=4, proprio_dim=17)
+  real_episode = sources.EpisodeSource.episode
+
+  def nan_in_episode_1(self, i):
+    if int(i) == 1:
+      raise sources.DamagedEpisodeError(f"dataset {self.dir} split {self.split} episode 1: non-finite values in "
+                                        "action")
+    return real_episode(self, i)
+
+  monkeypatch.setattr(sources.EpisodeSource, "episode", nan_in_episode_1)
+  strict = pipeline.InputPipeline(entries, spec, embodiment_lib.ActionSpace()).sources[0]
+  (at,) = np.nonzero(strict.index[:, 0] == 1)[0][:1]
+  with pytest.raises(sources.DamagedEpisodeError, match="episode 1: non-finite values in action"):
+    strict[int(at)]
+  lenient = pipeline.InputPipeline(entries, spec, embodiment_lib.ActionSpace(), skip_bad=True).sources[0]
+  with vam_log() as lines:
+    windows_of_1 = [lenient[int(j)] for j in np.nonzero(lenient.index[:, 0] == 1)[0]]
+    others = [lenient[int(j)] for j in np.nonzero(lenient.index[:, 0] == 0)[0][:3]]
+  assert all(w["skipped"] == 1 and w["provenance"][1] == 2 for w in windows_of_1)  # the next episode's windows
+  assert all(w["skipped"] == 0 for w in others)
+  assert sum("episode 1: non-finite values in action: skipped" in l for l in lines) == 1, lines  # warned once
+  monkeypatch.setattr(sources.EpisodeSource, "episode", real_episode)
+
+  # A corrupt byte in a shard: the record holding it is unreadable (riegeli's chunk hash), the others read;
+  # training runs on them and its metrics count the one skipped.
+  data = str(tmp_path / "data")
+  shutil.copytree(tiny_data_dir, data)
+  (shard,) = glob.glob(os.path.join(data, "sim_robot", "1.0.0", "*-train.array_record*"))
+  content = bytearray(open(shard, "rb").read())
+  content[int(len(content) * 0.3)] ^= 0xFF
+  with open(shard, "wb") as f:
+    f.write(bytes(content))
+  w = str(tmp_path / "run")
+  overrides = dict(data_dir=data, total_steps="2", log_every="1", checkpoint_every="2",
+                   **{"data.skip_bad_episodes": "True"})
+  train_lib.train(config_lib.load(CONFIG, list(overrides.items())), w)
+  rows = metrics_lib.read(os.path.join(w, "metrics.jsonl"))
+  total = len(sources.EpisodeSource(f"{tiny_data_dir}/sim_robot/1.0.0", "train"))
+  assert len(rows) == 2 and 0 < rows[-1]["unreadable_episodes"] < total and rows[-1]["skipped_windows"] == 0
 
 
 def test_a_save_that_fails_for_lack_of_space_stops_clearly_and_keeps_the_previous_step(two_steps, tiny_data_dir,

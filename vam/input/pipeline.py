@@ -24,12 +24,14 @@ import jax
 import numpy as np
 
 from vam import embodiment as embodiment_lib
+from vam import log as log_lib
 from vam.data import stats as stats_lib
 from vam.input import latents as latents_lib
 from vam import mapping as mapping_lib
 from vam.input import sources, windows
 
 BALANCES = ("task", "window")
+logging = log_lib.get("vam.input")
 
 
 class WindowSource:
@@ -37,15 +39,17 @@ class WindowSource:
 
   def __init__(self, episodes: sources.EpisodeSource, spec: windows.WindowSpec, space, normalizer, dataset_id: int,
                cache_mb: float = 256, mapping: mapping_lib.Mapping | None = None, only_embodiments=(),
-               max_episodes: int = 0, max_restarts: int = -1, demos_per_task: int = 0):
-    """`only_embodiments` (empty: all) and `max_episodes` (0: all; the first ones, in dataset order) select
+               max_episodes: int = 0, max_restarts: int = -1, demos_per_task: int = 0, skip_bad: bool = False):
+    """`skip_bad`: a window of an episode that cannot be read (`sources.DamagedEpisodeError`) is replaced by
+    the same step of the next readable episode, with a warning once per episode and `skipped` = 1 in the window
+    (the trainer counts them); otherwise that error stops training. `only_embodiments` (empty: all) and `max_episodes` (0: all; the first ones, in dataset order) select
     episodes, e.g. N demos of one robot for fine-tuning; `demos_per_task` (0: all) keeps the first N of each
     (embodiment, task) group (N demos per task: the demos-versus-success experiment); `max_restarts` >= 0 keeps
     only demos whose expert started over at most that often (-1: all)."""
     self.episodes, self.spec, self.space, self.normalizer, self.dataset_id = episodes, spec, space, normalizer, dataset_id
     self.mapping = mapping
     self.cache_bytes, self._cached_bytes = cache_mb * 2 ** 20, 0
-    keep = [e for e in range(len(episodes)) if (not only_embodiments or episodes.embodiment[e] in only_embodiments)
+    keep = [e for e in range(len(episodes)) if e not in episodes.unreadable and (not only_embodiments or episodes.embodiment[e] in only_embodiments)
             and (max_restarts < 0 or episodes.restarts[e] <= max_restarts)]
     if demos_per_task > 0:
       seen = collections.Counter()  # episodes of each (embodiment, task) group so far, in dataset order
@@ -55,13 +59,15 @@ class WindowSource:
         return seen[episodes.embodiment[e], episodes.task[e]] <= demos_per_task
       keep = [e for e in keep if among_first(e)]
     keep = keep[:max_episodes] if max_episodes > 0 else keep
+    self.keep, self.skip_bad, self.bad = keep, skip_bad, set()
     # Every step (with `pad='mask'`: every step that has at least one future pose to predict, t <= T - 2).
     last = 1 if spec.pad == "mask" else 0
     self.index = np.array([(e, t) for e in keep for t in range(max(episodes.lengths[e] - last, 0))], np.int64)
     if not len(self.index):
       raise ValueError(f"dataset {episodes.dir} split {episodes.split}: no selected episode has two or more steps "
                        f"(embodiments {list(only_embodiments) or 'all'}, max_episodes {max_episodes or 'all'}, "
-                       f"demos_per_task {demos_per_task or 'all'})")
+                       f"demos_per_task {demos_per_task or 'all'}"
+                       f"{f'; {len(episodes.unreadable)} unreadable episodes skipped' if episodes.unreadable else ''})")
     self._cache = collections.OrderedDict()
 
   def __len__(self):
@@ -89,10 +95,34 @@ class WindowSource:
       out.setdefault((self.episodes.embodiment[e], self.episodes.task[e]), []).append(i)
     return {k: np.asarray(v, np.int64) for k, v in sorted(out.items())}
 
+  def _readable(self, e: int, t: int):
+    """(episode, e, t, substituted): episode `e`, or with `skip_bad` the next readable one in selection order
+    (step t clipped to its length) when `e` cannot be read."""
+    for k in range(len(self.keep)):
+      candidate = e if k == 0 else self.keep[(self.keep.index(e) + k) % len(self.keep)]
+      if candidate in self.bad:
+        continue
+      try:
+        ep = self._episode(candidate)
+      except sources.DamagedEpisodeError as err:
+        if not self.skip_bad:
+          raise
+        self.bad.add(candidate)
+        logging.warning("%s: skipped (config.data.skip_bad_episodes): windows of the next readable episode "
+                        "take its place", err)
+        continue
+      last = 1 if self.spec.pad == "mask" else 0
+      return ep, candidate, min(t, max(self.episodes.lengths[candidate] - last - 1, 0)), k > 0
+    raise sources.DamagedEpisodeError(f"dataset {self.episodes.dir} split {self.episodes.split}: none of its "
+                                      f"{len(self.keep)} selected episodes can be read")
+
   def __getitem__(self, i):
     e, t = (int(x) for x in self.index[i])
-    w = windows.make_window(self._episode(e), t, self.spec, self.space, self.normalizer)
+    ep, e, t, substituted = self._readable(e, t)
+    w = windows.make_window(ep, t, self.spec, self.space, self.normalizer)
     w["provenance"] = np.array([self.dataset_id, e, t], np.int32)  # which window: for NaN reports
+    if self.skip_bad:
+      w["skipped"] = np.int32(substituted)
     return w
 
 
@@ -144,8 +174,8 @@ class InputPipeline:
                mapping: mapping_lib.Mapping | None = None, only_embodiments=(), max_episodes: int = 0,
                balance: str = "task", normalizer: embodiment_lib.Normalizer | None = None,
                norm_per_step: bool = False, max_restarts: int = -1, proprio_eef: bool = False,
-               task_weights: dict | None = None, demos_per_task: int = 0):
-    """`latents`: the fingerprint of the autoencoder whose precomputed latents windows should carry;
+               task_weights: dict | None = None, demos_per_task: int = 0, skip_bad: bool = False):
+    """`skip_bad`: see WindowSource. `latents`: the fingerprint of the autoencoder whose precomputed latents windows should carry;
     `mapping`: mutual imitation (windows also carry the other embodiments' mapped action slots). Entries of
     weight 0 only contribute normalisation statistics. `balance`: see the module docstring. `normalizer`: use
     these statistics (e.g. a checkpoint's) instead of the datasets' own. `task_weights`: task -> relative
@@ -157,10 +187,12 @@ class InputPipeline:
     entries = [e for e in entries if e.weight > 0]
     self.entries, self.spec, self.space, self.split = entries, spec, space, split
     self.episodes = [sources.EpisodeSource(e.path, split, camera,
-                                           latents_lib.directory(e.path, camera, latents) if latents else None)
+                                           latents_lib.directory(e.path, camera, latents) if latents else None,
+                                           skip_unreadable=skip_bad)
                      for e in entries]
+    self.unreadable = sum(len(src.unreadable) for src in self.episodes)
     for e, src in zip(entries, self.episodes):
-      unknown = set(src.embodiment) - set(space.embodiments)
+      unknown = {m for i, m in enumerate(src.embodiment) if i not in src.unreadable} - set(space.embodiments)
       if unknown:
         raise ValueError(f"dataset {e.path}: embodiments {sorted(unknown)} are not in the action space "
                          f"{list(space.embodiments)}")
@@ -182,7 +214,8 @@ class InputPipeline:
                          "statistics for: list a dataset with them at weight 0")
     # The cache budget is per dataset and per worker process.
     self.sources = [WindowSource(s, spec, space, self.normalizer, i, cache_mb, mapping, tuple(only_embodiments),
-                                 max_episodes, max_restarts, demos_per_task) for i, s in enumerate(self.episodes)]
+                                 max_episodes, max_restarts, demos_per_task, skip_bad)
+                    for i, s in enumerate(self.episodes)]
     self.task_weights = _task_weights(task_weights, balance, {t for s in self.sources for _, t in s.groups()})
 
   def dataset(self, batch_size: int, seed: int = 0, shard_index: int | None = None, shard_count: int | None = None,

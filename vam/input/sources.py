@@ -10,8 +10,11 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
+from vam import log as log_lib
 from vam.data import stats as stats_lib
 from vam.input import latents as latents_lib
+
+logging = log_lib.get("vam.input")
 
 REQUIRED_STEP_FIELDS = ("observation/state", "observation/eef", "action", "eef_target", "language_instruction",
                         "is_first", "is_last")
@@ -33,11 +36,19 @@ def _feature_paths(features: dict, prefix="") -> set:
   return paths
 
 
+class DamagedEpisodeError(ValueError):
+  """An episode that cannot be read or decoded, or holds non-finite values (the message names the dataset,
+  split, episode and field)."""
+
+
 class EpisodeSource:
   """One split of one dataset: `len()`, per-episode lengths, and `episode(i)` as numpy arrays."""
 
-  def __init__(self, dataset_dir: str, split: str = "train", camera: str = "front", latents: str | None = None):
-    """`latents`: a folder of precomputed latents (vam/input/latents.py) to return with each episode."""
+  def __init__(self, dataset_dir: str, split: str = "train", camera: str = "front", latents: str | None = None,
+               skip_unreadable: bool = False):
+    """`latents`: a folder of precomputed latents (vam/input/latents.py) to return with each episode.
+    `skip_unreadable`: a record that cannot be read (a truncated or corrupt shard) becomes an episode of
+    length 0, listed in `unreadable`, with a warning, instead of an error naming it."""
     if not os.path.isdir(dataset_dir):
       raise FileNotFoundError(f"dataset directory {dataset_dir!r} does not exist (build it with vam.data.build)")
     features_file = os.path.join(dataset_dir, "features.json")
@@ -69,12 +80,21 @@ class EpisodeSource:
       raise ValueError(f"dataset {dataset_dir} split {split}: its files cannot be opened ({self._files()}): "
                        f"{' '.join(str(e).split())[:300]}") from None
     self.stats = stats_lib.read(dataset_dir)
-    records = [self._record(i) for i in range(len(self.source))]
-    metas = [r["episode_metadata"] for r in records]
-    self.embodiment = [m["embodiment"].decode() for m in metas]
+    records, self.unreadable = [], []
+    for i in range(len(self.source)):
+      try:
+        records.append(self._record(i))
+      except DamagedEpisodeError as e:
+        if not skip_unreadable:
+          raise
+        logging.warning("%s: skipped (config.data.skip_bad_episodes)", e)
+        records.append(None)
+        self.unreadable.append(i)
+    metas = [r["episode_metadata"] if r is not None else {} for r in records]
+    self.embodiment = [m["embodiment"].decode() if "embodiment" in m else "" for m in metas]
     self.task = [m["task"].decode() if "task" in m else "" for m in metas]
     self.restarts = [int(m["restarts"]) if "restarts" in m else 0 for m in metas]  # the expert's start-overs
-    self.lengths = np.array([len(r["steps"]) for r in records])
+    self.lengths = np.array([len(r["steps"]) if r is not None else 0 for r in records], np.int64)
     self.latents = latents_lib.StoredLatents(latents, split, self.lengths) if latents else None
 
   def __len__(self):
@@ -90,7 +110,7 @@ class EpisodeSource:
     try:
       return self.source[int(i)]
     except Exception as e:  # pylint: disable=broad-except  (riegeli: RuntimeError; decoding: ValueError ...)
-      raise ValueError(f"dataset {self.dir} split {self.split} episode {i}: the record cannot be read "
+      raise DamagedEpisodeError(f"dataset {self.dir} split {self.split} episode {i}: the record cannot be read "
                        f"(truncated or corrupt file? {self._files()}): {' '.join(str(e).split())[:300]}") from None
 
   def episode(self, i: int) -> dict:
@@ -101,7 +121,7 @@ class EpisodeSource:
     try:
       steps = list(ep["steps"])
     except Exception as e:  # pylint: disable=broad-except  (a step that does not decode: wrong shape, damage)
-      raise ValueError(f"dataset {self.dir} split {self.split} episode {i}: its steps cannot be decoded "
+      raise DamagedEpisodeError(f"dataset {self.dir} split {self.split} episode {i}: its steps cannot be decoded "
                        f"({' '.join(str(e).split())[:300]})") from None
     obs = [s["observation"] for s in steps]
     out = dict(embodiment=meta["embodiment"].decode(), instruction=steps[0]["language_instruction"].decode(),
@@ -123,5 +143,5 @@ class EpisodeSource:
       out["hand_valid"] = np.array([bool(o["hand_valid"]) for o in obs])
     for key in ("state", "eef", "eef_target", "action", "hand_keypoints"):
       if key in out and not np.isfinite(out[key]).all():
-        raise ValueError(f"dataset {self.dir} split {self.split} episode {i}: non-finite values in {key}")
+        raise DamagedEpisodeError(f"dataset {self.dir} split {self.split} episode {i}: non-finite values in {key}")
     return out

@@ -69,7 +69,8 @@ def make_inputs(config, latents: str | None = None):
                                   max_episodes=d.get("max_episodes", 0), balance=d.get("balance", "task"),
                                   norm_per_step=d.get("norm_per_step", False),
                                   max_restarts=d.get("max_restarts", -1), proprio_eef=d.get("proprio_eef", False),
-                                  task_weights=d.get("task_weights"), demos_per_task=d.get("demos_per_task", 0))
+                                  task_weights=d.get("task_weights"), demos_per_task=d.get("demos_per_task", 0),
+                                  skip_bad=d.get("skip_bad_episodes", False))
   if loader.without_privileged and (config.model.get("privileged_aux", 0) > 0 or config.model.name == "state_policy"):
     raise ValueError(f"config.model needs the simulator's privileged state (privileged_aux="
                      f"{config.model.get('privileged_aux', 0)}, model {config.model.name!r}), which "
@@ -598,6 +599,7 @@ def _run(config, workdir, stop_after, prog, loader, assets, pretrained, host_bat
   pending = None  # (step, metrics, provenance) of the last dispatched step: checked one step late, so the
   #                 host never waits for the device except at log and checkpoint steps.
   window, timed, data_time, t_mark = [], 0, 0.0, None
+  skipped = 0  # windows of unreadable episodes replaced since the last log (config.data.skip_bad_episodes)
   last = {}
 
   def check(pending):
@@ -618,6 +620,7 @@ def _run(config, workdir, stop_after, prog, loader, assets, pretrained, host_bat
     t0 = time.perf_counter()
     host = next(data_iter)
     data_time += time.perf_counter() - t0
+    skipped += int(np.sum(host["skipped"])) if "skipped" in host else 0
     batch = pipeline.to_global({k: host[k] for k in prog.input_keys}, data_sharding)
     state, ema, m = prog.step(state, ema, batch)
     if pending is not None:
@@ -642,10 +645,14 @@ def _run(config, workdir, stop_after, prog, loader, assets, pretrained, host_bat
                     mfu=prog.flops_per_step / step_time / peak, data_wait_fraction=data_time / elapsed)
         timing = (f" | {step_time:.3f} s/step, {last['examples_per_s']:.0f} ex/s, MFU {100 * last['mfu']:.1f}%, "
                   f"data wait {100 * last['data_wait_fraction']:.0f}%")
+      if config.data.get("skip_bad_episodes", False):
+        last.update(skipped_windows=skipped, unreadable_episodes=loader.unreadable)
+        if skipped or loader.unreadable:
+          timing += f" | skipped: {skipped} windows, {loader.unreadable} unreadable episodes"
       writer.write(done, last)
       logging.info("step %d/%d loss %.4f grad_norm %.3f lr %.2e%s", done, config.total_steps, last["loss"],
                    last["grad_norm"], last["lr"], timing)
-      window, timed, data_time, t_mark = [], 0, 0.0, time.perf_counter()
+      window, timed, data_time, t_mark, skipped = [], 0, 0.0, time.perf_counter(), 0
 
     preempted = stop.requested or mngr.reached_preemption(done)
     if done % config.checkpoint_every == 0 or done == end or preempted:
