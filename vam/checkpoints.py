@@ -15,7 +15,6 @@ every save records a checksum per array and every restore compares them (`verify
 import `vam.train` (the eval harness restores params only).
 """
 
-import functools
 import hashlib
 import os
 
@@ -206,7 +205,7 @@ def _shapes(tree) -> dict:
   return {leaf_name(path): tuple(leaf.shape) for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-@functools.partial(jax.jit)
+@jax.jit
 def _leaf_checksums(leaves: list) -> list:
   """Per array: sum over elements of (its bits as uint32) x (an odd weight of its index), mod 2^32. Any single
   flipped bit changes the sum (2^k times an odd number is never 0 mod 2^32), and so does moving a value. It
@@ -253,9 +252,9 @@ def verify(tree, expected: dict | None, where: str, skip=frozenset()) -> None:
                           "than the one saved was restored)")
   bad = [k for k in sorted(got) if got[k] != int(expected[k])]
   if bad:
-    raise DamagedCheckpointError(
-        f"checkpoint {where} is damaged: the values of {bad[0]}{f' (and {len(bad) - 1} more arrays)' if len(bad) > 1 else ''} "
-        "differ from the checksum saved with them (a flipped bit or a partly overwritten file)")
+    more = f" (and {len(bad) - 1} more arrays)" if len(bad) > 1 else ""
+    raise DamagedCheckpointError(f"checkpoint {where} is damaged: the values of {bad[0]}{more} differ from the "
+                                 "checksum saved with them (a flipped bit or a partly overwritten file)")
 
 
 def fingerprint(params) -> str:

@@ -40,16 +40,19 @@ class WindowSource:
   def __init__(self, episodes: sources.EpisodeSource, spec: windows.WindowSpec, space, normalizer, dataset_id: int,
                cache_mb: float = 256, mapping: mapping_lib.Mapping | None = None, only_embodiments=(),
                max_episodes: int = 0, max_restarts: int = -1, demos_per_task: int = 0, skip_bad: bool = False):
-    """`skip_bad`: a window of an episode that cannot be read (`sources.DamagedEpisodeError`) is replaced by
-    the same step of the next readable episode, with a warning once per episode and `skipped` = 1 in the window
-    (the trainer counts them); otherwise that error stops training. `only_embodiments` (empty: all) and `max_episodes` (0: all; the first ones, in dataset order) select
+    """`only_embodiments` (empty: all) and `max_episodes` (0: all; the first ones, in dataset order) select
     episodes, e.g. N demos of one robot for fine-tuning; `demos_per_task` (0: all) keeps the first N of each
     (embodiment, task) group (N demos per task: the demos-versus-success experiment); `max_restarts` >= 0 keeps
-    only demos whose expert started over at most that often (-1: all)."""
+    only demos whose expert started over at most that often (-1: all). `skip_bad`: a window of an episode
+    that cannot be read (`sources.DamagedEpisodeError`) is replaced by the same step of the next readable
+    episode, with one warning per episode and `skipped` = 1 in the window (the trainer counts them); without
+    it that error stops training. Records unreadable at opening (`episodes.unreadable`) are left out."""
     self.episodes, self.spec, self.space, self.normalizer, self.dataset_id = episodes, spec, space, normalizer, dataset_id
     self.mapping = mapping
     self.cache_bytes, self._cached_bytes = cache_mb * 2 ** 20, 0
-    keep = [e for e in range(len(episodes)) if e not in episodes.unreadable and (not only_embodiments or episodes.embodiment[e] in only_embodiments)
+    unreadable = set(episodes.unreadable)
+    keep = [e for e in range(len(episodes)) if e not in unreadable
+            and (not only_embodiments or episodes.embodiment[e] in only_embodiments)
             and (max_restarts < 0 or episodes.restarts[e] <= max_restarts)]
     if demos_per_task > 0:
       seen = collections.Counter()  # episodes of each (embodiment, task) group so far, in dataset order
@@ -175,11 +178,11 @@ class InputPipeline:
                balance: str = "task", normalizer: embodiment_lib.Normalizer | None = None,
                norm_per_step: bool = False, max_restarts: int = -1, proprio_eef: bool = False,
                task_weights: dict | None = None, demos_per_task: int = 0, skip_bad: bool = False):
-    """`skip_bad`: see WindowSource. `latents`: the fingerprint of the autoencoder whose precomputed latents windows should carry;
+    """`latents`: the fingerprint of the autoencoder whose precomputed latents windows should carry;
     `mapping`: mutual imitation (windows also carry the other embodiments' mapped action slots). Entries of
     weight 0 only contribute normalisation statistics. `balance`: see the module docstring. `normalizer`: use
     these statistics (e.g. a checkpoint's) instead of the datasets' own. `task_weights`: task -> relative
-    weight of its groups under `balance='task'` (unlisted tasks: 1)."""
+    weight of its groups under `balance='task'` (unlisted tasks: 1). `skip_bad`: see WindowSource."""
     if balance not in BALANCES:
       raise ValueError(f"config.data.balance={balance!r}; valid: {list(BALANCES)}")
     self.balance = balance
@@ -192,7 +195,8 @@ class InputPipeline:
                      for e in entries]
     self.unreadable = sum(len(src.unreadable) for src in self.episodes)
     for e, src in zip(entries, self.episodes):
-      unknown = {m for i, m in enumerate(src.embodiment) if i not in src.unreadable} - set(space.embodiments)
+      unreadable = set(src.unreadable)
+      unknown = {m for i, m in enumerate(src.embodiment) if i not in unreadable} - set(space.embodiments)
       if unknown:
         raise ValueError(f"dataset {e.path}: embodiments {sorted(unknown)} are not in the action space "
                          f"{list(space.embodiments)}")
