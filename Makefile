@@ -115,8 +115,9 @@ demos: setup
 	$(BIN)/python experiments/demos.py --data_dir $(OUT)/data --video_workdir $(OUT)/video_s4 --out out/demos \
 	    --tau_v 0 0.25 0.5 0.75 1
 
-# The reliability campaign (README "Training", faults it survives; ~20 min on 2 CPU cores): random CLI/config
-# mistakes, SIGKILL at random moments then resume (bit-identical to an uninterrupted run), SIGTERM.
+# The reliability campaign (README "Training", faults it survives; ~1 h on 2 CPU cores): random CLI/config
+# mistakes; SIGKILL at random moments, inside asynchronous saves and inside the final save, of a 1-process and
+# of a 2-process run, then resume (bit-identical to an uninterrupted run); SIGTERM.
 reliability: setup
 	test -d $(OUT)/data/sim_robot || $(MAKE) data
 	$(BIN)/python -m benchmarks.reliability --data_dir $(OUT)/data --out benchmarks/results/reliability.json

@@ -203,25 +203,28 @@ def _garble_assets(folder):
 
 
 def _flip_bit(folder):
-  """One bit flipped in an item's largest data file, at the first of a few places where it changes the values
-  read back (some bytes are never read) -- and reads back without an error: tensorstore keeps no checksum of
-  its chunks, so only the checksums saved with the step catch it."""
+  """One bit flipped in one of an item's data files, at the first of a few places where it changes the values
+  read back (measured: flips at some offsets of some files leave every restored value equal) -- and reads back without an
+  error: tensorstore keeps no checksum of its chunks, so only the checksums saved with the step catch it."""
   from vam import checkpoints  # pylint: disable=g-import-not-at-top
   read = lambda: checkpoints.fingerprint(checkpoints.ocp.StandardCheckpointer().restore(folder))
   before = read()
-  victim = max(glob.glob(os.path.join(folder, "ocdbt.process_0", "d", "*")), key=os.path.getsize)
-  original = open(victim, "rb").read()
-  for where in (0.5, 0.3, 0.7, 0.2, 0.8, 0.4, 0.6):
-    data = bytearray(original)
-    data[int(len(data) * where)] ^= 0x10
+  for victim in sorted(glob.glob(os.path.join(folder, "ocdbt.process_0", "d", "*")), key=os.path.getsize,
+                       reverse=True):
+    original = open(victim, "rb").read()
+    for where in (0.5, 0.3, 0.7, 0.2, 0.8):
+      data = bytearray(original)
+      data[int(len(data) * where)] ^= 0x10
+      with open(victim, "wb") as f:
+        f.write(bytes(data))
+      try:
+        if read() != before:
+          return victim
+      except Exception:  # pylint: disable=broad-except  (a flip that breaks decompression: not silent)
+        pass
     with open(victim, "wb") as f:
-      f.write(bytes(data))
-    try:
-      if read() != before:
-        return victim
-    except Exception:  # pylint: disable=broad-except  (a flip that breaks decompression: not silent, try another)
-      pass
-  raise AssertionError(f"no flipped bit in {victim} changed the values read back")
+      f.write(original)
+  raise AssertionError(f"no flipped bit in {folder} changed the values read back")
 
 
 DAMAGE = {"truncated state": ("state", _truncate), "deleted manifest": ("ema_params", _delete_manifest),

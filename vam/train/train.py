@@ -498,9 +498,9 @@ def _restore_newest_intact(mngr, workdir: str, items_for, assets: dict):
     except Exception as e:  # pylint: disable=broad-except
       _set_aside(mngr, workdir, step, e)
       continue
-    try:
-      for item in (checkpoints.STATE, checkpoints.EMA):  # a flipped bit reads back without an error
-        checkpoints.verify(restored[item], saved.get("checksums", {}).get(item), f"{mngr.directory}/{step}")
+    try:  # a flipped bit reads back without an error
+      checkpoints.verify({item: restored[item] for item in (checkpoints.STATE, checkpoints.EMA)},
+                         saved.get("checksums"), f"{mngr.directory}/{step}")
     except checkpoints.DamagedCheckpointError as e:
       _set_aside(mngr, workdir, step, e)
       continue
@@ -658,7 +658,7 @@ def _run(config, workdir, stop_after, prog, loader, assets, pretrained, host_bat
     if done % config.checkpoint_every == 0 or done == end or preempted:
       check(pending)
       t_save = time.perf_counter()
-      sums = {checkpoints.STATE: checkpoints.checksums(state), checkpoints.EMA: checkpoints.checksums(ema)}
+      sums = checkpoints.checksums({checkpoints.STATE: state, checkpoints.EMA: ema})
       with _save_failures(mngr, done):
         mngr.save(done, args=ocp.args.Composite(**{
             checkpoints.STATE: ocp.args.StandardSave(state), checkpoints.EMA: ocp.args.StandardSave(ema),
