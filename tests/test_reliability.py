@@ -204,8 +204,8 @@ def _garble_assets(folder):
 
 def _flip_bit(folder):
   """One bit flipped in one of an item's data files, at the first of a few places where it changes the values
-  read back (measured: flips at some offsets of some files leave every restored value equal) -- and reads back without an
-  error: tensorstore keeps no checksum of its chunks, so only the checksums saved with the step catch it."""
+  read back (measured: flips at some offsets of some files leave every restored value equal); it reads back
+  without an error (tensorstore keeps no checksum of its chunks), so only the step's saved checksums catch it."""
   from vam import checkpoints  # pylint: disable=g-import-not-at-top
   read = lambda: checkpoints.fingerprint(checkpoints.ocp.StandardCheckpointer().restore(folder))
   before = read()
