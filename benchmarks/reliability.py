@@ -8,7 +8,7 @@
            values, missing paths) on the tiny quickstart config: every case must end in a finished run or a
            one-line `error: ...` naming the key or file -- never a traceback from deep inside a library
   kill9    a tiny run SIGKILLed `--kills` times in each phase (each restart resumes): `step` a random moment
-           (inside a step, between steps), `save` inside an asynchronous checkpoint save, `final` inside the
+           1-8 steps after each restart (inside a step, between steps), `save` inside an asynchronous checkpoint save, `final` inside the
            final save; against one uninterrupted run, the final params, EMA, optimizer state and data-iterator
            state (the sequence of batches seen) must be bit-identical
   kill9_2proc  the same for a 2-process run (launch/local.py), one random process of it SIGKILLed each time
@@ -218,16 +218,29 @@ def _saving(ckpt_dir: str, step: int | None = None) -> str | None:
   return None
 
 
-def _aim(proc, ckpt_dir: str, phase: str, rng: random.Random, step_s: float, steps: int) -> tuple[float, str]:
-  """Waits for the moment `phase` names, then returns (seconds waited once there, what was happening):
-    step   a random moment within the next ~6 steps (inside a step, between two, or in a save)
+def _logged_step(log_path: str) -> int:
+  """The newest step the run has logged (0 before the first)."""
+  steps = re.findall(r"\] step (\d+)/", open(log_path, errors="replace").read())
+  return int(steps[-1]) if steps else 0
+
+
+def _aim(proc, log_path: str, ckpt_dir: str, phase: str, rng: random.Random, step_s: float,
+         steps: int) -> tuple[float, str]:
+  """Waits for the moment `phase` names; returns (seconds waited once there, what was happening), or a
+  negative delay if the run ended first.
+    step   j steps (1..8) after the first step this start logged, then a random fraction of a step: inside a
+           step, between two, or during a save
     save   inside the j-th asynchronous save from now (j in 1..3), a random fraction of a save's duration in
-    final  inside the final step's save
-  Returns ("", ...) with a negative delay if the run ended first."""
+    final  inside the final step's save"""
   if phase == "step":
-    delay = rng.uniform(0.0, 6 * step_s)
+    target = min(_logged_step(log_path) + rng.randint(1, 8), steps)
+    while _logged_step(log_path) < target:
+      if proc.poll() is not None:
+        return -1.0, "ended"
+      time.sleep(0.005)
+    delay = rng.uniform(0.0, step_s)
     time.sleep(delay)
-    return delay, "random"
+    return delay, f"{delay:.2f} s after step {target} was logged"
   target = str(steps) if phase == "final" else None
   saves = 1 if phase == "final" else rng.randint(1, 3)
   seen = set()
@@ -253,7 +266,7 @@ def _kill_and_resume(start, phase: str, kills: int, rng: random.Random, ckpt_dir
     proc, victims = start(log_path)
     if not _wait_for_training(proc, log_path):
       break
-    delay, doing = _aim(proc, ckpt_dir, phase, rng, step_s, steps)
+    delay, doing = _aim(proc, log_path, ckpt_dir, phase, rng, step_s, steps)
     finished = proc.poll() is not None
     if not finished:
       pid = rng.choice(victims())
