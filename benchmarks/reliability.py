@@ -1,14 +1,16 @@
 """The reliability campaign: faults injected into real `vam.train` runs, each outcome classified, one JSON.
 
     python -m benchmarks.reliability --data_dir out/demo/data --out benchmarks/results/reliability.json
-        [--cases=fuzz,kill9,kill9_2proc,sigterm] [--fuzz 40] [--kills 10] [--kill_phases=step,save,final]
+        [--cases=fuzz,kill9,kill9_2proc,sigterm] [--fuzz 40] [--kills 10]
+        [--kill_phases=startup,step,save,final]
         [--seed 0]
 
   fuzz     random `--config.key=value` overrides and CLI mistakes (unknown keys, wrong types, out-of-range
            values, missing paths) on the tiny quickstart config: every case must end in a finished run or a
            one-line `error: ...` naming the key or file -- never a traceback from deep inside a library
-  kill9    a tiny run SIGKILLed `--kills` times in each phase (each restart resumes): `step` a random moment
-           1-8 steps after each restart (inside a step, between steps), `save` inside an asynchronous checkpoint save, `final` inside the
+  kill9    a tiny run SIGKILLed `--kills` times in each phase (each restart resumes): `startup` before the
+           first step (imports, compilation, restoring the checkpoint of step >= steps/4), `step` a random moment 1-8 steps after each
+           restart (inside a step, between steps), `save` inside an asynchronous checkpoint save, `final` inside the
            final save; against one uninterrupted run, the final params, EMA, optimizer state and data-iterator
            state (the sequence of batches seen) must be bit-identical
   kill9_2proc  the same for a 2-process run (launch/local.py), one random process of it SIGKILLed each time
@@ -37,13 +39,14 @@ flags.DEFINE_string("out", "benchmarks/results/reliability.json", "where the JSO
 flags.DEFINE_list("cases", ["fuzz", "kill9", "kill9_2proc", "sigterm"], "which faults to inject")
 flags.DEFINE_integer("fuzz", 40, "fuzz cases")
 flags.DEFINE_integer("kills", 10, "SIGKILLs of the kill9 cases, per phase")
-flags.DEFINE_list("kill_phases", ["step", "save", "final"], "when to SIGKILL: step (a random moment), save (during "
-                  "an asynchronous checkpoint save), final (during the final save)")
+flags.DEFINE_list("kill_phases", ["startup", "step", "save", "final"], "when to SIGKILL: startup (before the first "
+                  "step: imports, compilation, restore), step (a random moment), save (during an asynchronous "
+                  "checkpoint save), final (during the final save)")
 flags.DEFINE_integer("seed", 0, "random seed of the campaign")
 flags.DEFINE_integer("steps", 40, "training steps of the kill9 and sigterm runs")
 FLAGS = flags.FLAGS
 CASES = ("fuzz", "kill9", "kill9_2proc", "sigterm")
-PHASES = ("step", "save", "final")
+PHASES = ("startup", "step", "save", "final")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = "experiments/quickstart.py:tiny"
 
@@ -258,15 +261,28 @@ def _aim(proc, log_path: str, ckpt_dir: str, phase: str, rng: random.Random, ste
 
 
 def _kill_and_resume(start, phase: str, kills: int, rng: random.Random, ckpt_dir: str, step_s: float,
-                     steps: int) -> list[dict]:
-  """`start(log_path)` -> (Popen, pids it may SIGKILL). Kills `kills` times at `phase` (each restart resumes)."""
+                     steps: int, startup_s: float) -> list[dict]:
+  """`start(log_path)` -> (Popen, pids it may SIGKILL). Kills `kills` times at `phase` (each restart resumes);
+  `startup_s`: an uninterrupted run's seconds from launch to its first logged step."""
   moments = []
+  if phase == "startup":  # first a checkpoint to restore: the start-up kills then land in restores too
+    log_path = os.path.join(os.path.dirname(ckpt_dir), "startup_prepare.log")
+    proc, _ = start(log_path)
+    while not [d for d in _listing(ckpt_dir) if d.isdigit() and int(d) >= steps // 4] and proc.poll() is None:
+      time.sleep(0.05)
+    proc.kill()
+    proc.wait()
   for i in range(kills):
     log_path = os.path.join(os.path.dirname(ckpt_dir), f"{phase}{i}.log")
     proc, victims = start(log_path)
-    if not _wait_for_training(proc, log_path):
+    if phase == "startup":  # imports, compilation, restoring the newest checkpoint
+      delay = rng.uniform(0.0, startup_s)
+      time.sleep(delay)
+      doing = f"{delay:.1f} s after launch"
+    elif not _wait_for_training(proc, log_path):
       break
-    delay, doing = _aim(proc, log_path, ckpt_dir, phase, rng, step_s, steps)
+    else:
+      delay, doing = _aim(proc, log_path, ckpt_dir, phase, rng, step_s, steps)
     finished = proc.poll() is not None
     if not finished:
       pid = rng.choice(victims())
@@ -309,7 +325,7 @@ def run_kill9(kills: int, seed: int, data_dir: str, steps: int, phases=PHASES, p
   step_s = (ref_seconds - first) / steps
   ref = _final(reference)
   out = dict(processes=processes, reference=ref, reference_seconds=round(ref_seconds, 1),
-             step_seconds=round(step_s, 3), phases={})
+             startup_seconds=round(first, 1), step_seconds=round(step_s, 3), phases={})
   for phase in phases:
     victim = os.path.join(root, f"victim_{phase}")
     os.makedirs(victim)
@@ -320,7 +336,7 @@ def run_kill9(kills: int, seed: int, data_dir: str, steps: int, phases=PHASES, p
                                 stderr=log)
       return proc, (lambda: [proc.pid]) if processes == 1 else (lambda: _children(proc.pid) or [proc.pid])
 
-    moments = _kill_and_resume(start, phase, kills, rng, os.path.join(victim, "checkpoints"), step_s, steps)
+    moments = _kill_and_resume(start, phase, kills, rng, os.path.join(victim, "checkpoints"), step_s, steps, first)
     done = subprocess.run(cmd(victim), cwd=ROOT, capture_output=True, text=True, timeout=1800)
     if done.returncode:
       out["phases"][phase] = dict(outcome="failed to resume", message=done.stderr[-1500:], moments=moments)
