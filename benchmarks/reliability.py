@@ -263,14 +263,18 @@ def _aim(proc, log_path: str, ckpt_dir: str, phase: str, rng: random.Random, ste
 def _kill_and_resume(start, phase: str, kills: int, rng: random.Random, ckpt_dir: str, step_s: float,
                      steps: int, startup_s: float) -> list[dict]:
   """`start(log_path)` -> (Popen, pids it may SIGKILL). Kills `kills` times at `phase` (each restart resumes);
-  `startup_s`: an uninterrupted run's seconds from launch to its first logged step."""
+  `startup_s`: seconds from launch to the first logged step (for the startup phase: a warm restart's)."""
   moments = []
   if phase == "startup":  # first a checkpoint to restore: the start-up kills then land in restores too
     log_path = os.path.join(os.path.dirname(ckpt_dir), "startup_prepare.log")
-    proc, _ = start(log_path)
+    t0 = time.perf_counter()
+    proc, victims = start(log_path)
+    _wait_for_training(proc, log_path)
+    startup_s = time.perf_counter() - t0  # a warm start's (the compilation cache is filled by now)
     while not [d for d in _listing(ckpt_dir) if d.isdigit() and int(d) >= steps // 4] and proc.poll() is None:
       time.sleep(0.05)
-    proc.kill()
+    for pid in victims():  # every process of the group (the launcher's children outlive the launcher)
+      os.kill(pid, signal.SIGKILL)
     proc.wait()
   for i in range(kills):
     log_path = os.path.join(os.path.dirname(ckpt_dir), f"{phase}{i}.log")
@@ -297,11 +301,19 @@ def _kill_and_resume(start, phase: str, kills: int, rng: random.Random, ckpt_dir
   return moments
 
 
-def _children(pid: int) -> list[int]:
-  try:
-    return [int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split()]
-  except FileNotFoundError:
-    return []
+def _children(pid: int, count: int, timeout: float = 30.0) -> list[int]:
+  """The `count` processes a launcher started (waiting for them: killing the launcher instead would leave its
+  children running)."""
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    try:
+      children = [int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    except FileNotFoundError:
+      children = []
+    if len(children) >= count:
+      return children
+    time.sleep(0.01)
+  raise RuntimeError(f"launcher {pid} did not start {count} processes in {timeout:.0f} s")
 
 
 def run_kill9(kills: int, seed: int, data_dir: str, steps: int, phases=PHASES, processes: int = 1) -> dict:
@@ -334,7 +346,7 @@ def run_kill9(kills: int, seed: int, data_dir: str, steps: int, phases=PHASES, p
       with open(log_path, "w") as log:  # the child keeps its own descriptor
         proc = subprocess.Popen(cmd(victim), cwd=ROOT, stdout=log if processes > 1 else subprocess.DEVNULL,
                                 stderr=log)
-      return proc, (lambda: [proc.pid]) if processes == 1 else (lambda: _children(proc.pid) or [proc.pid])
+      return proc, (lambda: [proc.pid]) if processes == 1 else (lambda: _children(proc.pid, processes))
 
     moments = _kill_and_resume(start, phase, kills, rng, os.path.join(victim, "checkpoints"), step_s, steps, first)
     done = subprocess.run(cmd(victim), cwd=ROOT, capture_output=True, text=True, timeout=1800)
