@@ -267,20 +267,25 @@ def _kill_and_resume(start, phase: str, kills: int, rng: random.Random, ckpt_dir
   moments = []
   if phase == "startup":  # first a checkpoint to restore: the start-up kills then land in restores too
     log_path = os.path.join(os.path.dirname(ckpt_dir), "startup_prepare.log")
-    t0 = time.perf_counter()
     proc, victims = start(log_path)
-    _wait_for_training(proc, log_path)
-    startup_s = time.perf_counter() - t0  # a warm start's (the compilation cache is filled by now)
     while not [d for d in _listing(ckpt_dir) if d.isdigit() and int(d) >= steps // 4] and proc.poll() is None:
       time.sleep(0.05)
     for pid in victims():  # every process of the group (the launcher's children outlive the launcher)
+      os.kill(pid, signal.SIGKILL)
+    proc.wait()
+    # How long a restart that restores takes to its first step (compilation cached by now); kills land before.
+    t0 = time.perf_counter()
+    proc, victims = start(os.path.join(os.path.dirname(ckpt_dir), "startup_measure.log"))
+    _wait_for_training(proc, os.path.join(os.path.dirname(ckpt_dir), "startup_measure.log"))
+    startup_s = time.perf_counter() - t0
+    for pid in victims():
       os.kill(pid, signal.SIGKILL)
     proc.wait()
   for i in range(kills):
     log_path = os.path.join(os.path.dirname(ckpt_dir), f"{phase}{i}.log")
     proc, victims = start(log_path)
     if phase == "startup":  # imports, compilation, restoring the newest checkpoint
-      delay = rng.uniform(0.0, startup_s)
+      delay = rng.uniform(0.0, 0.9 * startup_s)
       time.sleep(delay)
       doing = f"{delay:.1f} s after launch"
     elif not _wait_for_training(proc, log_path):
