@@ -63,8 +63,9 @@ class WindowSource:
       keep = [e for e in keep if among_first(e)]
     keep = keep[:max_episodes] if max_episodes > 0 else keep
     self.keep, self.skip_bad, self.bad = keep, skip_bad, set()
+    self._position = {e: i for i, e in enumerate(keep)}  # of each episode in `keep` (its successor on damage)
     # Every step (with `pad='mask'`: every step that has at least one future pose to predict, t <= T - 2).
-    last = 1 if spec.pad == "mask" else 0
+    self._last = last = 1 if spec.pad == "mask" else 0
     self.index = np.array([(e, t) for e in keep for t in range(max(episodes.lengths[e] - last, 0))], np.int64)
     if not len(self.index):
       raise ValueError(f"dataset {episodes.dir} split {episodes.split}: no selected episode has two or more steps "
@@ -102,7 +103,7 @@ class WindowSource:
     """(episode, e, t, substituted): episode `e`, or with `skip_bad` the next readable one in selection order
     (step t clipped to its length) when `e` cannot be read."""
     for k in range(len(self.keep)):
-      candidate = e if k == 0 else self.keep[(self.keep.index(e) + k) % len(self.keep)]
+      candidate = e if k == 0 else self.keep[(self._position[e] + k) % len(self.keep)]
       if candidate in self.bad:
         continue
       try:
@@ -114,8 +115,7 @@ class WindowSource:
         logging.warning("%s: skipped (config.data.skip_bad_episodes): windows of the next readable episode "
                         "take its place", err)
         continue
-      last = 1 if self.spec.pad == "mask" else 0
-      return ep, candidate, min(t, max(self.episodes.lengths[candidate] - last - 1, 0)), k > 0
+      return ep, candidate, min(t, max(self.episodes.lengths[candidate] - self._last - 1, 0)), k > 0
     raise sources.DamagedEpisodeError(f"dataset {self.episodes.dir} split {self.episodes.split}: none of its "
                                       f"{len(self.keep)} selected episodes can be read")
 

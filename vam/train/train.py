@@ -485,7 +485,8 @@ def _restore_newest_intact(mngr, workdir: str, items_for, assets: dict):
 
   A damaged step (a truncated or missing file, unreadable assets, values that fail their checksums) is never
   deleted or overwritten: it is moved aside to `W/checkpoints_damaged/<step>` with a warning naming what
-  failed, and the step before it is tried. A checkpoint written by an incompatible config is an error, not damage."""
+  failed, and the step before it is tried. A checkpoint written by an incompatible config is an error, not
+  damage."""
   for step in sorted(mngr.all_steps(), reverse=True):
     try:
       saved = checkpoints.read_assets(mngr, step)
