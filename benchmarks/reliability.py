@@ -260,27 +260,36 @@ def _aim(proc, log_path: str, ckpt_dir: str, phase: str, rng: random.Random, ste
     time.sleep(0.001)
 
 
+def _kill_all(proc, victims) -> None:
+  """SIGKILL every process of the run (a launcher's children outlive the launcher) and reap it."""
+  for pid in victims():
+    os.kill(pid, signal.SIGKILL)
+  proc.wait()
+
+
+def _prepare_startup(start, ckpt_dir: str, steps: int) -> float:
+  """Trains the victim to a checkpoint of step >= steps/4 (so start-up kills land in restores too), then
+  returns how long a restart that restores takes to its first step (compilation cached by now)."""
+  folder = os.path.dirname(ckpt_dir)
+  proc, victims = start(os.path.join(folder, "startup_prepare.log"))
+  while not [d for d in _listing(ckpt_dir) if d.isdigit() and int(d) >= steps // 4] and proc.poll() is None:
+    time.sleep(0.05)
+  _kill_all(proc, victims)
+  t0 = time.perf_counter()
+  proc, victims = start(os.path.join(folder, "startup_measure.log"))
+  _wait_for_training(proc, os.path.join(folder, "startup_measure.log"))
+  seconds = time.perf_counter() - t0
+  _kill_all(proc, victims)
+  return seconds
+
+
 def _kill_and_resume(start, phase: str, kills: int, rng: random.Random, ckpt_dir: str, step_s: float,
                      steps: int, startup_s: float) -> list[dict]:
   """`start(log_path)` -> (Popen, pids it may SIGKILL). Kills `kills` times at `phase` (each restart resumes);
   `startup_s`: seconds from launch to the first logged step (for the startup phase: a warm restart's)."""
   moments = []
-  if phase == "startup":  # first a checkpoint to restore: the start-up kills then land in restores too
-    log_path = os.path.join(os.path.dirname(ckpt_dir), "startup_prepare.log")
-    proc, victims = start(log_path)
-    while not [d for d in _listing(ckpt_dir) if d.isdigit() and int(d) >= steps // 4] and proc.poll() is None:
-      time.sleep(0.05)
-    for pid in victims():  # every process of the group (the launcher's children outlive the launcher)
-      os.kill(pid, signal.SIGKILL)
-    proc.wait()
-    # How long a restart that restores takes to its first step (compilation cached by now); kills land before.
-    t0 = time.perf_counter()
-    proc, victims = start(os.path.join(os.path.dirname(ckpt_dir), "startup_measure.log"))
-    _wait_for_training(proc, os.path.join(os.path.dirname(ckpt_dir), "startup_measure.log"))
-    startup_s = time.perf_counter() - t0
-    for pid in victims():
-      os.kill(pid, signal.SIGKILL)
-    proc.wait()
+  if phase == "startup":
+    startup_s = _prepare_startup(start, ckpt_dir, steps)
   for i in range(kills):
     log_path = os.path.join(os.path.dirname(ckpt_dir), f"{phase}{i}.log")
     proc, victims = start(log_path)
