@@ -13,7 +13,8 @@ Both methods see robot data only (`sim_robot`; the VAM's video model saw all vid
 imitation; the VAM adopts its video model's frames and stride. Every VAM evaluation also measures the offline
 action error at each inference tau_v of `TAU_V`; `--tau_v` adds closed-loop evaluations of the last checkpoint
 at those tau_v (`OUT/<run>/eval_tau_v/<tau_v>/`). `vam_layer1` / `vam_layer4` read the video DiT's first /
-last block instead of block 3 (the layer-k curve).
+last block instead of block 3 (the layer-k curve); `vam_clean_future` / `vam_no_future` train the decoder only on the
+clean future / only on the context (the oracle rung: what the future is worth to the decoder).
 Results, rebuilt from the run folders `OUT/<method>_<N>/`: `OUT/results.json` ({method: {N: {train_seconds,
 by_step: {step: success, cells, offline error}, closed_loop_by_tau_v}}}), `OUT/results.md` (success at the last
 step by N, the fewest demos with which each method reaches the baseline's best, success by step, the tau_v
@@ -42,6 +43,13 @@ METHODS = {  # config file, extra overrides
   # The layer-k curve: the first and the last block of the quickstart video DiT (4 blocks).
   "vam_layer1": ("mutual_pretrain.py", ROBOT_ONLY + ["--config.model.layer=1"]),
   "vam_layer4": ("mutual_pretrain.py", ROBOT_ONLY + ["--config.model.layer=4"]),
+  # Does the decoder use the future at all? Trained only on the clean ground-truth future (tau_v = 0, which
+  # inference then imagines with the video flow) vs only on pure noise (tau_v = 1, the context alone): the gap
+  # in offline error at those tau_v is what the future is worth to this readout, however good the video model.
+  "vam_clean_future": ("mutual_pretrain.py", ROBOT_ONLY + ["--config.model.tau_v=0.0",
+                                                          "--config.model.tau_v_inference_fraction=1.0"]),
+  "vam_no_future": ("mutual_pretrain.py", ROBOT_ONLY + ["--config.model.tau_v=1.0",
+                                                       "--config.model.tau_v_inference_fraction=1.0"]),
 }
 TAU_V = (0.0, 0.25, 0.5, 0.75, 1.0)  # inference tau_v of the VAM's offline error curve (every VAM evaluation)
 
