@@ -100,6 +100,13 @@ def vam_model(tiny: bool, video_workdir: str = "out/demo/video") -> ml_collectio
   # at 4). A fresh keypoint probe on block 3 put the target 2.5 cm off with offsets, 2.8 with 4 x 4 sub-cells
   # (results/push_budget.json `keypoint_probe_subcells`).
   m.keypoint_subcells = 1
+  m.motion_tokens = False  # tokens of what moved between the newest context frame and each future frame
+  m.context_dropout = 0.0  # training: hide the context from the decoder on this fraction of informative samples
+  m.grid_keypoints = 0  # keypoints per frame on the latent grid (the tokens unpatchified; 0: off)
+  m.grid_channels = 32
+  m.future_state_aux = 0.0  # the future-state probe: regress the proprio at each future frame (0: off) ...
+  m.future_state_feed = False  # ... and give the decoder its estimate
+  m.future_state_privileged = False  # diagnostic: feed the true future proprio instead (no inference path)
   privileged_probe(m, 0.0)
   m.proprio_dropout = 0.2
   m.action_time_sampler = "sqrt"

@@ -32,10 +32,11 @@ import runner
 
 from vam import atomic
 
-# Reach and push, easy worlds of the seen layout, 16 fixed-seed episodes per (robot, task) cell.
-EVAL = ["--config.eval.tasks=['reach', 'push']", "--config.eval.modes=['easy']", "--config.eval.splits=['train']",
-        "--config.eval.episodes=16", "--config.eval.num_envs=32", "--config.eval.videos_per_task=0",
-        "--config.eval.offline_windows=256"]
+# Reach and push, easy worlds of the seen layout, fixed-seed episodes (--episodes per (robot, task) cell).
+def eval_args(episodes: int) -> list[str]:
+  return ["--config.eval.tasks=['reach', 'push']", "--config.eval.modes=['easy']", "--config.eval.splits=['train']",
+          f"--config.eval.episodes={episodes}", "--config.eval.num_envs=32", "--config.eval.videos_per_task=0",
+          "--config.eval.offline_windows=256"]
 ROBOT_ONLY = ["--config.data.mixture={'sim_robot': 1.0, 'sim_human': 0.0}", "--config.data.mapping.directions=[]"]
 METHODS = {  # config file, extra overrides
     "baseline": ("quickstart.py", []),  # robot demos only already (the hand's data: statistics)
@@ -71,6 +72,10 @@ def _summary(evaluation: dict) -> dict:
     out["hold_rmse"] = _pooled_rmse(evaluation["offline"], "hold_")
   if evaluation.get("offline_by_tau_v"):
     out["offline_rmse_by_tau_v"] = {f"{float(t):g}": _pooled_rmse(slots) for t, slots in evaluation["offline_by_tau_v"].items()}
+  if evaluation.get("future_oracle"):
+    o = evaluation["future_oracle"]
+    out["future_oracle"] = dict(executed_steps=o["executed_steps"], future_steps=o["future_steps"],
+                                ratio=o["oracle_ratio"], executed={k: r["executed"] for k, r in o["rows"].items()})
   return out
 
 
@@ -99,6 +104,8 @@ def collect(out: str) -> dict:
                        else [])}
       if tau := {t: v for t, v in tau.items() if v}:
         r["closed_loop_by_tau_v"] = tau
+      if foresight := final(dict(by_step=_by_step(os.path.join(w, "eval_foresight", "report.json")))):
+        r["foresight"] = foresight
       results.setdefault(method, {})[str(n)] = r
   return results
 
@@ -139,6 +146,17 @@ def table(results: dict) -> str:
       err = f"{f['offline_rmse']:.3f} / {f['hold_rmse']:.3f}" if f.get("offline_rmse") is not None else ""
       lines.append(f"| {method}, {n} | {steps} (steps {', '.join(sorted(r['by_step'], key=int))}) | {err} | "
                    f"{r.get('train_seconds', '')} |")
+  oracle = [(m, n, r) for m, runs in results.items() for n, r in sorted(runs.items(), key=lambda kv: int(kv[0]))
+            if final(r) and (r.get("foresight") or final(r).get("future_oracle"))]
+  if oracle:
+    lines += ["", "| VAM run, N | success | with the true future (foresight) | offline: true future / context only |",
+              "|---|---|---|---|"]
+    for method, n, r in oracle:
+      f, fo, o = final(r), r.get("foresight"), final(r).get("future_oracle")
+      lines.append(f"| {method}, {n} | {f['mean']:.2f} ({f['successes']}/{f['episodes']}) | " +
+                   (f"{fo['mean']:.2f} ({fo['successes']}/{fo['episodes']})" if fo else "") + " | " +
+                   (f"{o['executed']['true_future@0']:.4f} / {o['executed']['context_only']:.4f} = {o['ratio']:.2f}"
+                    if o else "") + " |")
   curves = [(m, n, r) for m, runs in results.items() for n, r in runs.items()
             if final(r) and (r.get("closed_loop_by_tau_v") or final(r).get("offline_rmse_by_tau_v"))]
   if curves:
@@ -210,6 +228,9 @@ def main(argv=None):
   p.add_argument("--methods", nargs="+", default=["baseline", "vam"], choices=sorted(METHODS))
   p.add_argument("--steps", type=int, default=3000, help="training steps of every run")
   p.add_argument("--checkpoint_every", type=int, default=1000)
+  p.add_argument("--episodes", type=int, default=16, help="closed-loop episodes per (robot, task) cell")
+  p.add_argument("--foresight", action="store_true",
+                 help="VAM runs: also roll the last checkpoint out with the true future (--agent foresight)")
   p.add_argument("--tau_v", nargs="*", type=float, default=[],
                  help="VAM runs: also evaluate the last checkpoint in closed loop at each of these inference tau_v")
   p.add_argument("--config_overrides", nargs="*", default=[], help="--config.key=value for every run")
@@ -224,18 +245,24 @@ def main(argv=None):
       w, log = os.path.join(args.out, f"{method}_{n}"), os.path.join(args.out, f"{method}_{n}.log")
       if not os.path.exists(os.path.join(w, "train_seconds.json")):
         _train(args, method, n, w, log)
+      evaluation = eval_args(args.episodes)
       extra_eval = [f"--config.eval.tau_v_values={list(TAU_V)}"] if _is_vam(method) else []
       done = _by_step(os.path.join(w, "eval", "report.json"))
       for step in runner.checkpoint_steps(w):
         if str(step) not in done:
           runner.run(["-m", "vam.eval", "--workdir", w, "--step", str(step), "--out", os.path.join(w, "eval"),
-                      *EVAL, *extra_eval], log)
+                      *evaluation, *extra_eval], log)
       last = runner.checkpoint_steps(w)[-1]
       for t in args.tau_v if _is_vam(method) else []:
         out = os.path.join(w, "eval_tau_v", f"{t:g}")
         if str(last) not in _by_step(os.path.join(out, "report.json")):
-          runner.run(["-m", "vam.eval", "--workdir", w, "--step", str(last), "--out", out, *EVAL,
+          runner.run(["-m", "vam.eval", "--workdir", w, "--step", str(last), "--out", out, *evaluation,
                       f"--config.model.tau_v={t}", "--config.eval.offline_windows=0"], log)
+      if args.foresight and _is_vam(method):
+        out = os.path.join(w, "eval_foresight")
+        if str(last) not in _by_step(os.path.join(out, "report.json")):
+          runner.run(["-m", "vam.eval", "--workdir", w, "--step", str(last), "--out", out, "--agent", "foresight",
+                      *evaluation, "--config.eval.offline_windows=0"], log)
       _save(collect(args.out), args.out)
       r = collect(args.out)[method][str(n)]
       print(f"{method} N={n}: {final(r)['mean']:.2f}", flush=True)

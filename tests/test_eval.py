@@ -90,6 +90,35 @@ def test_rollout_shows_an_agent_frames_its_stride_apart():
 
 
 @pytest.mark.slow
+def test_foresight_frames_are_the_experts_future():
+  """The foresight agent's future (`agents.expert_future`): the scripted expert rolled forward on copies of the
+  worlds renders exactly the frames the expert's own rollout shows that many steps later, and carries the
+  expert's memory from the step it is asked for; the worlds it started from are not advanced."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from vam.eval import agents, closed_loop
+  from vam.sim import experts
+  runner = closed_loop.Runner("arm6", num_envs=2, image_size=64, camera="front")
+  state = runner.reset("easy", "train", jnp.stack([jax.random.PRNGKey(i) for i in range(2)]),
+                       jnp.asarray([0, 1], jnp.int32))  # a reach and a push
+  instruction = jnp.zeros((2, 96), jnp.uint8)
+  expert = agents.expert(runner.env)
+  _, frames, _, _ = closed_loop.rollout(runner.env, expert, 8, True, {}, state, instruction, jax.random.PRNGKey(0))
+  frames = np.asarray(frames)  # (T + 1, B, H, W, 3): the reset frame, then after each step
+  es0 = jax.vmap(lambda _: experts.init())(state.step)
+  future, kept = jax.jit(lambda s, es: agents.expert_future(runner.env, s, es, (4, 8), 6))(state, es0)
+  np.testing.assert_array_equal(np.asarray(future), np.stack([frames[4], frames[8]], axis=1))
+  es = es0  # the expert's memory after 6 of its own steps
+  s = state
+  for _ in range(6):
+    action, es = jax.vmap(lambda st, e: experts.act(runner.env, st, e))(s, es)
+    s = jax.vmap(runner.env.step)(s, action)
+  assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.all(a == b)), kept, es))
+  np.testing.assert_array_equal(np.asarray(runner.env.render(state)[:, 0]), frames[0])  # the start is untouched
+
+
+@pytest.mark.slow
 def test_eval_restores_in_a_separate_process_and_writes_the_report(trained, tmp_path):
   out = str(tmp_path / "eval")
   proc = _eval_cli("--workdir", trained, "--out", out, *SMALL_EVAL)

@@ -144,3 +144,36 @@ def test_ablation_pretraining_never_sees_the_target_robot_and_results_rank_the_s
   md = ablation.table(results)
   assert "| both | 0.03 (1/32;" in md and "N = 4, unseen positions" in md and "N = 4, unseen objects" not in md
   assert "N = 4, seen worlds, observed ordering (worst to best): scratch 0.31 < both 0.50" in md
+
+
+def _oracle(true_future: float, context: float) -> dict:
+  row = lambda x: dict(all=x, covered=x, beyond=x, executed=x, by_step=[x] * 16)
+  return dict(future_steps=8, executed_steps=8, imagined_tau_v=1.0, entries=10, windows=64,
+              oracle_ratio=true_future / context,
+              rows={"true_future@0": row(true_future), "other_future@0": row(0.3), "context_only": row(context),
+                    "imagined": row(context), "hold": row(0.5)})
+
+
+def test_readout_results_pair_the_oracle_with_the_closed_loop_rollouts(tmp_path):
+  """experiments/readout.py: each variant's future oracle beside its rollouts with the true future (foresight)
+  and as it is; the demos driver gathers a VAM's foresight rollouts and oracle alike."""
+  readout, demos = _driver("readout"), _driver("demos")
+  out = str(tmp_path)
+  os.makedirs(os.path.join(out, "grid8"))
+  with open(os.path.join(out, "grid8", "oracle.json"), "w") as f:
+    json.dump(_oracle(0.06, 0.12), f)
+  _report(os.path.join(out, "grid8", "eval_foresight", "report.json"), [_evaluation(1500, 12)])
+  _report(os.path.join(out, "grid8", "eval", "report.json"), [_evaluation(1500, 6)])
+  os.makedirs(os.path.join(out, "not_a_variant"))
+  results = readout.collect(out)
+  assert set(results) == {"grid8"} and results["grid8"]["overrides"] == readout.VARIANTS["grid8"]
+  assert results["grid8"]["foresight"]["successes"] == 12 and results["grid8"]["policy"]["successes"] == 6
+  md = readout.table(results)
+  assert "| grid8 | 0.0600 | 0.1200 | 0.3000 | 0.1200 (tau_v 1) | 0.500 | 0.75 (12/16) | 0.38 (6/16) |" in md
+  vam = os.path.join(out, "demos", "vam_8")
+  evaluation = dict(_evaluation(3000, 5), future_oracle=_oracle(0.1, 0.1))
+  _report(os.path.join(vam, "eval", "report.json"), [evaluation])
+  _report(os.path.join(vam, "eval_foresight", "report.json"), [_evaluation(3000, 14)])
+  run = demos.collect(os.path.join(out, "demos"))["vam"]["8"]
+  assert run["foresight"]["successes"] == 14 and demos.final(run)["future_oracle"]["ratio"] == pytest.approx(1.0)
+  assert "| vam, 8 | 0.31 (5/16) | 0.88 (14/16) | 0.1000 / 0.1000 = 1.00 |" in demos.table({"vam": {"8": run}})

@@ -10,9 +10,12 @@ from vam import config as config_lib
 flags.DEFINE_string("workdir", None, "a training workdir (its checkpoints/ are read, never written)")
 flags.DEFINE_integer("step", None, "checkpoint step to evaluate (default: the newest finished one)")
 flags.DEFINE_bool("watch", False, "evaluate each new finished checkpoint as training writes them")
-flags.DEFINE_string("out", None, "output folder (default: W/eval): report.json, report.html, videos/, tensorboard/")
-flags.DEFINE_enum("agent", "policy", ["policy", "expert", "random"],
-                  "what acts: the checkpoint's policy, or a reference (scripted expert / random) that checks the harness")
+flags.DEFINE_string("out", None, "output folder (default: W/eval, W/eval_<agent> for other agents): report.json, "
+                    "report.html, videos/, tensorboard/")
+flags.DEFINE_enum("agent", "policy", ["policy", "foresight", "expert", "random"],
+                  "what acts: the checkpoint's policy; `foresight`, a video-action model's decoder reading the true "
+                  "future (the scripted expert rolled forward on a copy of the world and rendered; default out "
+                  "W/eval_foresight); or a reference (scripted expert / random) that checks the harness")
 flags.DEFINE_float("poll_seconds", 10.0, "--watch: seconds between looks for new checkpoints")
 flags.DEFINE_float("watch_timeout", None, "--watch: stop after this many seconds without a new checkpoint")
 FLAGS = flags.FLAGS
@@ -34,8 +37,8 @@ def main(argv):
     import os  # pylint: disable=g-import-not-at-top
     from vam.eval import report  # pylint: disable=g-import-not-at-top
     print(report.text_table(rep["evaluations"][-1]))
-    out = FLAGS.out or os.path.join(FLAGS.workdir, "eval")
-    print(f"report: {os.path.abspath(os.path.join(out, 'report.json'))}")
+    out = FLAGS.out or evaluate.default_out(FLAGS.workdir, FLAGS.agent)
+    print(f"report: {os.path.join(os.path.abspath(out), 'report.json')}")
 
 
 if __name__ == "__main__":

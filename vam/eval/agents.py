@@ -21,6 +21,7 @@ import numpy as np
 
 from vam import embodiment as embodiment_lib
 from vam.input import windows
+from vam.models import registry
 from vam.sim import experts
 
 
@@ -46,7 +47,8 @@ def check_control(restored, embodiment: str, control: str) -> None:
   space.slot(embodiment, control)  # a clear error for an embodiment without that slot
 
 
-def chunk_fn(restored, embodiment: str, sample_steps: int, control: str = "joints", noise_scale: float = 1.0):
+def chunk_fn(restored, embodiment: str, sample_steps: int, control: str = "joints", noise_scale: float = 1.0,
+             oracle_tau_v: float | None = None):
   """The checkpoint's policy as one pure, jit-able function (the closed-loop agent and the policy server both
   call it, so a served robot runs exactly what evaluation measured):
 
@@ -55,13 +57,19 @@ def chunk_fn(restored, embodiment: str, sample_steps: int, control: str = "joint
   obs: `state` (B, S) native proprio, `eef` (B, 9) the end-effector pose, and `privileged` (B, P) where the
   model reads it (the state policy); frames (B, H_o, H, W, 3) uint8, newest last, `frame_stride` steps apart;
   instruction (B, L) uint8 bytes. Returns (B, K, C) commands of `control` (`embodiment.native_commands` with
-  the statistics saved in the checkpoint)."""
+  the statistics saved in the checkpoint).
+
+  `oracle_tau_v` (video-action models only): the policy reads a given true future instead of imagining one,
+  `act(..., future=frames (B, H_f, H, W, 3))` noised to that tau_v (`VideoActionModel.sample_with_future`)."""
   check_control(restored, embodiment, control)
   space, norm, binder = restored.space, restored.normalizer, restored.binder
   horizon = restored.config.data.action_horizon
   emb_id = space.embodiments.index(embodiment)
+  if oracle_tau_v is not None and restored.config.model.name != "vam":
+    raise ValueError(f"an oracle future needs a video-action model; {restored.workdir} holds a "
+                     f"{restored.config.model.name!r} model")
 
-  def act(params, obs, frames, instruction, rng):
+  def act(params, obs, frames, instruction, rng, future=None):
     native = obs["state"]
     b = frames.shape[0]
     batch = dict(images=frames, instruction=instruction, embodiment_id=jnp.full((b,), emb_id, jnp.int32),
@@ -69,7 +77,11 @@ def chunk_fn(restored, embodiment: str, sample_steps: int, control: str = "joint
                  action_mask=jnp.ones((b, horizon, space.dim), bool))
     if "privileged" in obs and embodiment in norm.privileged_offset:
       batch["privileged"] = norm.normalize_privileged(embodiment, obs["privileged"])
-    chunk = binder(params).sample(batch, rng, sample_steps, noise_scale=noise_scale)
+    if oracle_tau_v is None:
+      chunk = binder(params).sample(batch, rng, sample_steps, noise_scale=noise_scale)
+    else:
+      chunk = binder(params).sample_with_future(dict(batch, future_images=future), rng, sample_steps,
+                                                tau_v=oracle_tau_v, noise_scale=noise_scale)
     return embodiment_lib.native_commands(norm, embodiment, control, chunk, native, obs.get("eef"))
 
   return act
@@ -129,6 +141,65 @@ def ensemble_step(carry: dict, commands, decay: float):
   w = jnp.where(valid, jnp.exp(decay * ages), 0.0)
   mean = jnp.einsum("bj,bjc->bc", w, now) / w.sum(axis=1, keepdims=True)
   return dict(plans=plans, valid=valid), mean[:, None]
+
+
+def future_offsets(restored) -> tuple[int, ...]:
+  """The control steps ahead (1-based, sorted) whose frames make up a video-action model's H_f future latent
+  frames, as training windows take them (vam/input/windows.py): groups of tf frames ending d, 2d, .. H_f * d steps
+  after the newest context frame (d = tf x frame stride)."""
+  d = restored.config.data
+  tf = registry.temporal_factor(restored.config)
+  step = tf * windows.frame_stride(d)
+  return tuple(j * step + g for j in range(1, d.future_frames + 1) for g in range(-tf + 1, 1))
+
+
+def expert_future(env, state, expert_state, offsets, keep_after: int):
+  """Rolls the scripted expert forward from copies of the worlds `state` (batched) and renders the frames
+  `offsets` (sorted, >= 1) steps ahead: (frames (B, len(offsets), H, W, 3) uint8, the expert's state `keep_after`
+  steps ahead). The worlds themselves are untouched (the env is pure: the copies are stepped elsewhere).
+
+  One render per iteration of a scan over the offsets, as the rollouts render: the batch renderer's scene
+  buffers are shared by the renders of a program, and renders unrolled one after another in one program were
+  measured to show another render's scene."""
+  act = jax.vmap(functools.partial(experts.act, env))
+
+  def one_step(_, carry):
+    s, es, t, kept = carry
+    action, es = act(s, es)
+    t = t + 1
+    kept = jax.tree.map(lambda new, old: jnp.where(t == keep_after, new, old), es, kept)
+    return jax.vmap(env.step)(s, action), es, t, kept
+
+  def segment(carry, length):
+    carry = jax.lax.fori_loop(0, length, one_step, carry)
+    return carry, env.render(carry[0])[:, 0]
+
+  carry = (state, expert_state, jnp.zeros((), jnp.int32), expert_state)
+  lengths = jnp.diff(jnp.asarray((0,) + tuple(offsets), jnp.int32))
+  carry, frames = jax.lax.scan(segment, carry, lengths)  # frames (len(offsets), B, H, W, 3)
+  if keep_after > offsets[-1]:
+    carry = jax.lax.fori_loop(0, keep_after - offsets[-1], one_step, carry)
+  return jnp.swapaxes(frames, 0, 1), carry[3]
+
+
+def foresight(restored, env, embodiment: str, replan_every: int, sample_steps: int, control: str = "joints",
+              noise_scale: float = 1.0, tau_v: float = 0.0) -> Agent:
+  """The video-action model with a perfect video model ("foresight rollouts"): at every plan the scripted expert
+  is rolled forward from a copy of the world over the future frames' span, those frames are rendered and the
+  decoder reads them as the future (`chunk_fn(oracle_tau_v=tau_v)`); the robot executes the decoder's chunk,
+  never the expert's actions. The expert's phase (its memory: approach, push, ...) carries over from where its
+  copy stood `replan_every` steps ahead. The ceiling of what stage 1 can buy the decoder."""
+  cfg = restored.config
+  act = chunk_fn(restored, embodiment, sample_steps, control, noise_scale, oracle_tau_v=tau_v)
+  offsets = future_offsets(restored)
+
+  def plan(params, carry, state, frames, instruction, rng):
+    future, carry = expert_future(env, state, carry, offsets, replan_every)
+    return carry, act(params, state.obs, frames, instruction, rng, future=future)
+
+  return Agent(f"foresight(step {restored.step}, tau_v {tau_v:g})", replan_every, cfg.data.context_frames,
+               lambda state: jax.vmap(lambda _: experts.init())(state.step), plan, control,
+               frame_stride=windows.frame_stride(cfg.data))
 
 
 def expert(env) -> Agent:

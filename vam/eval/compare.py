@@ -1,7 +1,7 @@
 """`python -m vam.eval.compare --run NAME=WORKDIR ... --out DIR`: one table comparing the newest evaluation of
 several runs (e.g. the VAM against the image baseline), per task and mode (easy/hard), plus each run's offline
-action error (and, for a VAM, its error as a function of the inference tau_v). Reads the runs'
-`eval/report.json` (written by `python -m vam.eval`); writes `DIR/comparison.json` and `.md`, prints the
+action error (and, for a VAM, its error as a function of the inference tau_v and its future oracle). Reads the
+runs' `eval/report.json` (written by `python -m vam.eval`), or a given evaluation folder's `report.json`; writes `DIR/comparison.json` and `.md`, prints the
 table and, last, `report: <path of comparison.json>`.
 """
 
@@ -17,7 +17,11 @@ FLAGS = flags.FLAGS
 
 
 def newest_evaluation(workdir: str) -> dict:
-  path = os.path.join(workdir, "eval", "report.json")
+  """The newest evaluation of a run: WORKDIR/eval/report.json, or WORKDIR/report.json when WORKDIR is itself an
+  evaluation folder (e.g. a VAM's `eval_foresight`, its decoder given the true future)."""
+  path = os.path.join(workdir, "report.json")
+  if not os.path.exists(path):
+    path = os.path.join(workdir, "eval", "report.json")
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} does not exist: evaluate the run first (python -m vam.eval --workdir {workdir})")
   with open(path) as f:
@@ -59,7 +63,8 @@ def compare(runs: dict) -> dict:
                                 for n, e in evals.items() if e.get("state_estimate")},
               offline_by_tau_v={n: {t: {s: v["rmse_native"] for s, v in slots.items()}
                                     for t, slots in e["offline_by_tau_v"].items()}
-                                for n, e in evals.items() if e.get("offline_by_tau_v")})
+                                for n, e in evals.items() if e.get("offline_by_tau_v")},
+              future_oracle={n: e["future_oracle"] for n, e in evals.items() if e.get("future_oracle")})
 
 
 def markdown(c: dict) -> str:
@@ -78,6 +83,15 @@ def markdown(c: dict) -> str:
       lines.append("")
       lines.append(f"{name}: offline {slot} RMSE (native) by inference tau_v: " +
                    ", ".join(f"{t}: {errs[slot]:.4f}" for t, errs in curve.items() if slot in errs))
+  for name, oracle in c.get("future_oracle", {}).items():
+    k, cov = oracle["executed_steps"], oracle["future_steps"]
+    lines += ["", f"{name}: what the future is worth to its decoder (held-out windows, normalised action RMSE; "
+                  f"true future / context only over steps 0-{k - 1}: {oracle['oracle_ratio']:.2f})", "",
+              f"| decoder reads | steps 0-{k - 1} (executed) | steps 0-{cov - 1} (future frames) | beyond |",
+              "|---|---|---|---|"]
+    for row, r in oracle["rows"].items():
+      label = f"imagined@{oracle['imagined_tau_v']:g}" if row == "imagined" else row
+      lines.append(f"| {label} | {r['executed']:.4f} | {r['covered']:.4f} | {'-' if r['beyond'] is None else format(r['beyond'], '.4f')} |")
   return "\n".join(lines)
 
 

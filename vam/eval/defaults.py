@@ -27,6 +27,10 @@ def get(**overrides) -> ml_collections.ConfigDict:
   c.offline_windows = 256  # held-out windows for the offline action error (0: skip)
   c.offline_batch = 64
   c.tau_v_values = [1.0]  # video-action models: offline action error at each of these inference tau_v
+  # Video-action models: the decoder read with the held-out windows' true future noised to each of these tau_v
+  # beside the context alone and the inference path (vam/eval/offline.py `future_oracle`; 0 is always measured)
+  c.oracle_tau_v = [0.0, 0.25, 0.5]
+  c.foresight_tau_v = 0.0  # `--agent=foresight`: the tau_v the expert-rendered future is read at
   # Video models (autoencoder, video DiT): held-out (val split) clips.
   c.video_clips = 64  # clips for PSNR/SSIM of predicted (or reconstructed) future frames
   c.video_batch = 16

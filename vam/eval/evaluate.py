@@ -10,7 +10,13 @@ from vam.eval import agents, closed_loop, offline, report, restore, video
 from vam.models import registry
 
 logging = log_lib.get("vam.eval")
-AGENTS = ("policy", "expert", "random")
+AGENTS = ("policy", "foresight", "expert", "random")
+
+
+def default_out(workdir: str, agent: str = "policy") -> str:
+  """Where an evaluation of `agent` goes unless --out says: W/eval for the policy, W/eval_<agent> otherwise (a
+  report keeps one evaluation per step, so the agents' reports must not share a file)."""
+  return os.path.abspath(os.path.join(workdir, "eval" if agent == "policy" else f"eval_{agent}"))
 
 
 def _pick_videos(result: dict, count: int) -> list[int]:
@@ -30,7 +36,10 @@ def evaluate(workdir: str, step: int | None = None, out: str | None = None, over
     raise ValueError(f"--agent={agent!r}; valid: {list(AGENTS)}")
   restored = restore.load(workdir, step, overrides)
   ec, cfg = restored.config.eval, restored.config
-  out = os.path.abspath(out or os.path.join(workdir, "eval"))
+  if agent == "foresight" and cfg.model.name != "vam":
+    raise ValueError(f"--agent=foresight: {workdir} holds a {cfg.model.name!r} model; foresight rollouts give a "
+                     "video-action model's decoder the true future (config.model.name='vam')")
+  out = os.path.abspath(out or default_out(workdir, agent))
   os.makedirs(out, exist_ok=True)
   if cfg.model.name in registry.VIDEO_MODELS:  # evaluated offline on held-out clips (vam/eval/video.py)
     if agent != "policy":
@@ -56,6 +65,9 @@ def evaluate(workdir: str, step: int | None = None, out: str | None = None, over
     runner = runners[key]
     if agent == "policy":
       a = agents.from_eval_config(restored, emb, ec)
+    elif agent == "foresight":
+      a = agents.foresight(restored, runner.env, emb, ec.replan_every, ec.sample_steps, ec.control, ec.noise_scale,
+                           ec.foresight_tau_v)
     else:
       a = agents.expert(runner.env) if agent == "expert" else agents.random(runner.env, ec.replan_every)
     t = time.perf_counter()
@@ -73,7 +85,7 @@ def evaluate(workdir: str, step: int | None = None, out: str | None = None, over
         path = report.write_video(r["frames"][i], os.path.join(out, "videos", name), ok, r["instructions"][i])
         videos.append(dict(path=path, label=f"{emb} {task} ({r['mode']}/{r['split']}): "
                                              f"{'success' if ok else 'failure'}: {r['instructions'][i]}"))
-  offline_metrics, by_tau_v, state_estimate = {}, {}, {}
+  offline_metrics, by_tau_v, state_estimate, oracle = {}, {}, {}, {}
   if ec.offline_windows > 0 and agent == "policy":
     offline_metrics = offline.action_error(restored, cfg.data_dir, ec.offline_windows, ec.offline_batch, ec.seed,
                                            ec.sample_steps, noise_scale=ec.noise_scale)
@@ -82,11 +94,15 @@ def evaluate(workdir: str, step: int | None = None, out: str | None = None, over
     if cfg.model.name == "vam":
       by_tau_v = offline.action_error_by_tau_v(restored, cfg.data_dir, ec.tau_v_values, ec.offline_windows,
                                                ec.offline_batch, ec.seed, ec.sample_steps, ec.noise_scale)
+      oracle = offline.future_oracle(restored, cfg.data_dir, ec.offline_windows, ec.offline_batch, ec.seed,
+                                     ec.sample_steps, ec.oracle_tau_v, ec.noise_scale, ec.replan_every)
   evaluation = dict(step=restored.step, agent=agent, config=ec.to_dict(), data_dir=cfg.data_dir, cells=cells,
                     means=report.means(cells), offline=offline_metrics, videos=videos,
                     eval_seconds=time.perf_counter() - t0)
   if state_estimate:
     evaluation["state_estimate"] = state_estimate
+  if oracle:
+    evaluation["future_oracle"] = oracle
   if by_tau_v:
     evaluation["offline_by_tau_v"] = by_tau_v
     evaluation["model"] = dict(layer=cfg.model.layer, tau_v=cfg.model.tau_v)
@@ -131,7 +147,7 @@ def watch(workdir: str, out: str | None, overrides=(), agent: str = "policy", po
   new checkpoint. A checkpoint that cannot be read (e.g. damaged) is reported and skipped.
   """
   done, rep, runners, last_new = set(), None, {}, time.perf_counter()
-  out = os.path.abspath(out or os.path.join(workdir, "eval"))
+  out = os.path.abspath(out or default_out(workdir, agent))
   existing = report.load(os.path.join(out, "report.json"))
   done |= {e["step"] for e in existing["evaluations"]}
   while True:

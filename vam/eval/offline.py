@@ -12,6 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from vam.eval import restore
+from vam.input import windows
+from vam.models import registry
 
 # What a policy's sample() reads: the context frames, instruction, embodiment, proprio, the chunk's shape.
 INFERENCE_KEYS = ("images", "instruction", "embodiment_id", "proprio", "action_mask")
@@ -66,6 +68,81 @@ def action_error_by_tau_v(restored, data_dir: str, taus, windows_count: int, bat
   flow is integrated before the decoder reads the hidden states): {tau_v: {slot: errors}}."""
   return {f"{float(t):g}": action_error(restored, data_dir, windows_count, batch_size, seed, sample_steps,
                                         tau_v=float(t), noise_scale=noise_scale) for t in taus}
+
+
+# Keys the oracle's paths read beyond INFERENCE_KEYS: the window's true future (frames or stored latents) and the
+# context's stored latents (a VAM trained on stored latents reads them, as in training); `future_proprio` only
+# reaches a decoder of the privileged-future diagnostic (`model.future_state_privileged`), in every row.
+FUTURE_KEYS = ("future_images", "context_latents", "future_latents", "future_proprio")
+
+
+def future_steps(restored) -> int:
+  """How many steps of the action chunk the video model's future frames cover: the last future frame is the
+  scene H_f * d steps ahead (d = temporal factor x frame stride, vam/input/windows.py), after actions 0 .. H_f * d
+  - 1 of the chunk."""
+  d = restored.config.data
+  stride = windows.frame_stride(d) * registry.temporal_factor(restored.config)
+  return min(d.action_horizon, d.future_frames * stride)
+
+
+def future_oracle(restored, data_dir: str, windows_count: int, batch_size: int, seed: int, sample_steps: int,
+                  oracle_taus=(0.0, 0.25, 0.5), noise_scale: float = 1.0, executed_steps: int = 8) -> dict:
+  """What the future is worth to a video-action model's decoder, on held-out windows (normalised RMSE of the
+  sampled chunk over the own slots' valid entries):
+
+    true_future@t   the window's ground-truth future latents noised to tau_v = t, read through the features
+                    training computes (`VideoActionModel.sample_with_future`): t = 0 is a perfect video model
+    other_future@0  the same with each window reading *another* window's clean future (the batch rolled by one):
+                    what reading a wrong future costs, i.e. whether the decoder reads the future at all
+    context_only    tau_v = 1, the future pure noise: what the decoder makes of the context frames alone
+    imagined        the inference path (`sample`): the future imagined by the video flow down to the config's tau_v
+    hold            stay still (the reference any policy must beat)
+
+  Every row sees the same windows and the same action-sampling noise (paired). Each row reports the error over
+  all chunk steps, by step, over the steps the future frames cover (`future_steps`), over those beyond, and over
+  the `executed_steps` the closed loop runs before replanning; `oracle_ratio` is true_future@0 over context_only
+  on the executed steps (< 1: the decoder gains from the true future)."""
+  cfg = restored.config
+  if cfg.model.name != "vam":
+    raise ValueError(f"future_oracle: {restored.workdir} holds a {cfg.model.name!r} model; the oracle is for "
+                     "video-action models (config.model.name='vam')")
+  oracle_taus = sorted({0.0, *map(float, oracle_taus)})  # tau_v = 0 (a perfect video model) is always measured
+  horizon, covered = cfg.data.action_horizon, future_steps(restored)
+  executed = min(executed_steps, horizon)
+  it = restore.heldout_windows(restored, data_dir, batch_size, seed)  # with the config's H_f future frames
+  common = dict(noise_scale=noise_scale)
+  oracle = jax.jit(lambda params, batch, rng, tau_v: restored.binder(params).sample_with_future(
+      batch, rng, sample_steps, tau_v=tau_v, **common))
+  imagined = jax.jit(lambda params, batch, rng: restored.binder(params).sample(batch, rng, sample_steps, **common))
+  rows = [f"true_future@{float(t):g}" for t in oracle_taus] + ["other_future@0", "context_only", "imagined", "hold"]
+  sq = {r: np.zeros(horizon) for r in rows}
+  count = np.zeros(horizon)
+  for i in range(max(1, windows_count // batch_size)):
+    batch = next(it)
+    inputs = {k: jnp.asarray(batch[k]) for k in INFERENCE_KEYS + OPTIONAL_KEYS + FUTURE_KEYS if k in batch}
+    rolled = {k: (jnp.roll(v, 1, axis=0) if k in ("future_images", "future_latents") else v)
+              for k, v in inputs.items()}
+    rng = jax.random.PRNGKey(seed + i)
+    preds = {f"true_future@{float(t):g}": oracle(restored.params, inputs, rng, float(t)) for t in oracle_taus}
+    preds["other_future@0"] = oracle(restored.params, rolled, rng, 0.0)
+    preds["context_only"] = oracle(restored.params, inputs, rng, 1.0)
+    preds["imagined"] = imagined(restored.params, inputs, rng)
+    preds["hold"] = batch["hold_actions"]
+    # The episode's own slots (held-out windows carry no mapped ones); valid entries only.
+    mask = batch["action_mask"] & ~batch["mapped_mask"]
+    count += mask.sum(axis=(0, 2))
+    for r, pred in preds.items():
+      sq[r] += np.sum(np.where(mask, np.square(np.asarray(pred) - batch["actions"]), 0.0), axis=(0, 2))
+  rmse = lambda s, c: float(np.sqrt(s.sum() / max(c.sum(), 1)))
+  out_rows = {}
+  for r in rows:
+    out_rows[r] = dict(all=rmse(sq[r], count), covered=rmse(sq[r][:covered], count[:covered]),
+                       beyond=rmse(sq[r][covered:], count[covered:]) if covered < horizon else None,
+                       executed=rmse(sq[r][:executed], count[:executed]),
+                       by_step=[rmse(sq[r][k:k + 1], count[k:k + 1]) for k in range(horizon)])
+  return dict(future_steps=covered, executed_steps=executed, imagined_tau_v=float(cfg.model.tau_v),
+              entries=int(count.sum()), windows=max(1, windows_count // batch_size) * batch_size, rows=out_rows,
+              oracle_ratio=out_rows["true_future@0"]["executed"] / max(out_rows["context_only"]["executed"], 1e-12))
 
 
 def state_estimate_error(restored, data_dir: str, windows_count: int, batch_size: int, seed: int) -> dict:

@@ -363,6 +363,22 @@ def text_table(evaluation: dict) -> str:
     lines.append(state_estimate_line(evaluation["state_estimate"]))
   curve = tau_v_curve(evaluation)
   if curve:
-    lines.append("offline action RMSE (normalised) by inference tau_v: " +
+    lines.append("offline action RMSE (normalised) by inference tau_v (imagined future): " +
                  "  ".join(f"{t:g}:{v:.4f}" for t, v in curve))
+  if evaluation.get("future_oracle"):
+    lines.extend(oracle_lines(evaluation["future_oracle"]))
   return "\n".join(lines)
+
+
+def oracle_lines(oracle: dict) -> list[str]:
+  """The future oracle (vam/eval/offline.py `future_oracle`) as text: one row per way of giving the decoder its
+  future, normalised RMSE over the executed steps, the steps the future frames cover and those beyond."""
+  k, cov = oracle["executed_steps"], oracle["future_steps"]
+  lines = [f"future oracle (held-out windows, normalised action RMSE), chunk steps: {'0-' + str(k - 1):>8}"
+           f"{'0-' + str(cov - 1) + ' (seen)':>14}{'beyond':>9}"]
+  for name, r in oracle["rows"].items():
+    beyond = "-" if r["beyond"] is None else f"{r['beyond']:.4f}"
+    label = f"imagined@{oracle['imagined_tau_v']:g}" if name == "imagined" else name
+    lines.append(f"  {label:<68}{r['executed']:8.4f}{r['covered']:14.4f}{beyond:>9}")
+  lines.append(f"  true future / context only (steps 0-{k - 1}): {oracle['oracle_ratio']:.3f}")
+  return lines

@@ -10,6 +10,8 @@ last steps are d = tf * s apart -- s = 1: back to back, s > 1: a longer horizon 
   context_latents (H_o, h, w, C)  with precomputed latents (latent of step s = frames s-tf+1 .. s): the
   future_latents  (H_f, h, w, C)  latents of steps t-(H_o-1-j)*d and t+(j+1)*d, the same groups as above
   proprio         (P,)            normalised native state at t, zero-padded to P
+  future_proprio  (H_f, P)        the same at the future frames' steps t+d .. t+H_f*d (clamped at T-1; zeros for
+                                  video-only episodes; only with H_f > 0)
   actions         (H_a, A)        normalised unified chunk (vam/embodiment.py) of actions t..t+H_a-1:
                                   end-effector poses they command relative to the pose at t, joint targets
                                   as deltas from the joints at t, gripper commands (the hand: keypoints
@@ -133,6 +135,7 @@ def make_window(ep: dict, t: int, spec: WindowSpec, space, normalizer) -> dict:
     mask = mapped_mask = np.zeros((spec.action_horizon, space.dim), bool)
     normalized = np.zeros((spec.action_horizon, space.dim), np.float32)
     proprio = np.zeros(spec.proprio_dim, np.float32)
+    future_proprio = np.zeros((spec.future_frames, spec.proprio_dim), np.float32)
   else:
     views = ep.get("mapped", {})
     chunk, mask, mapped_mask = unified_chunk(ep, t, spec.action_horizon, space, views, spec.pad)
@@ -141,7 +144,12 @@ def make_window(ep: dict, t: int, spec: WindowSpec, space, normalizer) -> dict:
       mapped = np.clip(normalizer.normalize_actions(other, chunk), -MAPPED_CLIP, MAPPED_CLIP)
       normalized = np.where(space.embodiment_mask(other), mapped, normalized)
     proprio = normalizer.normalize_state(name, ep["state"][t], ep["eef"][t])
+    at = np.clip(fut_ends, 0, T - 1)
+    future_proprio = normalizer.normalize_state(name, ep["state"][at], ep["eef"][at]).reshape(
+        spec.future_frames, -1)
   out = {}
+  if spec.future_frames:  # where the robot is at each future frame (a VAM's future-state probe's target)
+    out["future_proprio"] = future_proprio
   if spec.privileged and "privileged" in ep and name in normalizer.privileged_offset:  # the privileged-state policy's input only
     out["privileged"] = normalizer.normalize_privileged(name, ep["privileged"][t])
   if spec.references:

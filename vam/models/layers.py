@@ -242,6 +242,92 @@ class TokenKeypoints(nnx.Module):
     return x + self.pos.value[None]
 
 
+class GridKeypoints(nnx.Module):
+  """Spatial-softmax keypoints on the latent grid itself: each (B, F * h * w, D) token is unpatchified to its
+  p x p cells of `channels` features (a learned linear map, as the DiT's output layer unpatchifies its velocity),
+  giving every frame a (p h) x (p w) feature map at the latents' own resolution; a 3 x 3 conv with GroupNorm reads
+  each frame's map beside its difference to the newest context frame's (what moved), and K keypoints per frame
+  are a spatial softmax over the result: (B, F * K, D) tokens of position and pooled feature. The 4 x 4-token grid
+  of a small DiT cannot say where within a token an arm ends; its tokens' unpatchified cells can."""
+
+  def __init__(self, width: int, keypoints: int, frames: int, grid: tuple[int, int], patch: int, context_frames: int,
+               channels: int = 32, *, rngs: nnx.Rngs):
+    if keypoints < 1 or not 1 <= context_frames <= frames:
+      raise ValueError(f"GridKeypoints: keypoints={keypoints} must be >= 1 and context_frames={context_frames} in "
+                       f"[1, frames={frames}] (config.model.grid_keypoints)")
+    self.keypoints, self.frames, self.grid, self.patch = keypoints, frames, tuple(grid), patch
+    self.context_frames, self.channels = context_frames, channels
+    self.unpatch = nnx.Linear(width, patch * patch * channels, rngs=rngs)
+    self.conv = nnx.Conv(2 * channels, channels, (3, 3), rngs=rngs)
+    self.norm = nnx.GroupNorm(channels, num_groups=next(g for g in (8, 4, 2, 1) if channels % g == 0), rngs=rngs)
+    self.score = nnx.Conv(channels, keypoints, (1, 1), rngs=rngs)
+    self.temperature = nnx.Param(jnp.ones(()))
+    self.embed = Mlp(2 + channels, width, width, rngs=rngs)
+    self.pos = nnx.Param(0.02 * jax.random.normal(rngs.params(), (frames * keypoints, width)))
+
+  def feature_maps(self, tokens):
+    """(B, F * h * w, D) -> (B, F, p h, p w, channels), each token's p x p cells in place."""
+    b, n, _ = tokens.shape
+    (h, w), p, f, c = self.grid, self.patch, self.frames, self.channels
+    if n != f * h * w:
+      raise ValueError(f"GridKeypoints: {n} tokens, expected {f} frames x {h} x {w}")
+    x = self.unpatch(tokens).reshape(b, f, h, w, p, p, c).transpose(0, 1, 2, 4, 3, 5, 6)
+    return x.reshape(b, f, h * p, w * p, c)
+
+  def __call__(self, tokens):
+    maps = self.feature_maps(tokens)
+    b, f, hh, ww, c = maps.shape
+    moved = maps - maps[:, self.context_frames - 1:self.context_frames]
+    x = jnp.concatenate([maps, moved], axis=-1).reshape(b * f, hh, ww, 2 * c)
+    x = jax.nn.silu(self.norm(self.conv(x)))
+    scores = self.score(x).reshape(b * f, hh * ww, self.keypoints)
+    points, attn = soft_argmax(scores, grid_coordinates(hh, ww), self.temperature.value)
+    pooled = jnp.einsum("bnk,bnc->bkc", attn, x.reshape(b * f, hh * ww, c))
+    out = self.embed(jnp.concatenate([points, pooled], axis=-1)).reshape(b, f * self.keypoints, -1)
+    return out + self.pos.value[None]
+
+
+class FutureStateProbe(nnx.Module):
+  """Where the robot will be: one learned query per future frame cross-attends to the decoder's memory (B, M, D)
+  and an MLP regresses that frame's normalised proprio (B, H_f, P) -- the robot's own joint state, in every
+  action-labelled demo, not the simulator's. Trained by its own loss (`weight` x masked MSE); with `feed`, its
+  estimate (no gradient from the action loss, so it stays an estimator) becomes H_f more decoder tokens, and the
+  decoder reads the arm's future pose from the frames instead of having to learn to see it through the flow loss.
+  """
+
+  def __init__(self, width: int, future_frames: int, proprio_dim: int, weight: float, *, feed: bool = False,
+               heads: int = 4, rngs: nnx.Rngs):
+    self.weight = weight
+    self.queries = nnx.Param(0.02 * jax.random.normal(rngs.params(), (future_frames, width)))
+    self.attend = Attention(width, heads, rngs=rngs)
+    self.norm = nnx.LayerNorm(width, rngs=rngs)
+    self.head = Mlp(width, width, proprio_dim, rngs=rngs)
+    self.feed_in = Mlp(proprio_dim, width, width, rngs=rngs) if feed else None
+    self.feed_pos = nnx.Param(0.02 * jax.random.normal(rngs.params(), (future_frames, width))) if feed else None
+
+  def estimate(self, memory):
+    """(B, M, D) -> (B, H_f, P) the normalised proprio at each future frame."""
+    q = jnp.broadcast_to(self.queries.value[None], (memory.shape[0],) + self.queries.value.shape)
+    x = q + self.attend(q, context=memory)
+    return self.head(self.norm(x))
+
+  def __call__(self, memory, target, mask):
+    """(weighted loss, metrics): masked MSE of the estimate against `target` (B, H_f, P) where `mask` (B, H_f)."""
+    err = jnp.mean(jnp.square(self.estimate(memory) - target), axis=-1)
+    m = mask.astype(err.dtype)
+    mse = jnp.sum(err * m) / jnp.maximum(jnp.sum(m), 1.0)
+    return self.weight * mse, {"future_state_mse": mse}
+
+  def with_estimate(self, memory, given=None):
+    """(B, M, D) -> (B, M + H_f, D): the memory plus the embedded (gradient-stopped) estimate (`feed`), or the
+    `given` (B, H_f, P) future state in its place (the privileged-future diagnostic)."""
+    if self.feed_in is None:
+      return memory
+    state = self.estimate(memory) if given is None else given
+    tokens = self.feed_in(jax.lax.stop_gradient(state)) + self.feed_pos.value[None]
+    return jnp.concatenate([memory, tokens], axis=1)
+
+
 class PrivilegedProbe(nnx.Module):
   """Auxiliary privileged-state supervision of observation features: the simulator's task state (target and
   object positions, task one-hot; standardised) regressed from the tokens (B, M, D) by a per-token MLP averaged

@@ -98,7 +98,11 @@ def _factory(config, action_dim: int, num_embodiments: int, image_size: int):
                       feature_mlp=m.get("feature_mlp", False), privileged_dim=m.get("privileged_dim", 0),
                       privileged_aux=m.get("privileged_aux", 0.0),
                       privileged_feed=m.get("privileged_feed", False), keypoints=m.get("keypoints", 0),
-                      keypoint_subcells=m.get("keypoint_subcells", 1))
+                      keypoint_subcells=m.get("keypoint_subcells", 1), motion_tokens=m.get("motion_tokens", False),
+                      context_dropout=m.get("context_dropout", 0.0), grid_keypoints=m.get("grid_keypoints", 0),
+                      grid_channels=m.get("grid_channels", 32), future_state_aux=m.get("future_state_aux", 0.0),
+                      future_state_feed=m.get("future_state_feed", False),
+                      future_state_privileged=m.get("future_state_privileged", False), proprio_dim=proprio)
   return functools.partial(vam.VideoActionModel, cfg)
 
 
@@ -112,7 +116,8 @@ def input_keys(config) -> tuple[str, ...]:
   video_keys = video_model.LATENT_KEYS if config.data.get("use_latents", False) else video_model.PIXEL_KEYS
   if name != "vam":
     return video_keys + (("privileged",) if policies.reads_privileged_aux(config.model) else ())
-  return video_keys + vam.ACTION_KEYS + (("privileged",) if policies.reads_privileged_aux(config.model) else ())
+  return (video_keys + vam.ACTION_KEYS + (("privileged",) if policies.reads_privileged_aux(config.model) else ()) +
+          (vam.FUTURE_STATE_KEYS if config.model.get("future_state_aux", 0.0) > 0 else ()))
 
 
 def frozen_pattern(config) -> str | None:

@@ -11,6 +11,8 @@ mapped-action loss (the other embodiment's slots, `mapped_mask`), each a masked 
 
 Inference: encode the context frames, integrate the video flow from pure noise down to `tau_v` (the default
 1 needs no integration: one forward of the first k blocks), then integrate the action flow (10 Euler steps).
+The oracle (`sample_with_future`): the same decoder on the true future's features, computed as in training --
+what the decoder would do with a perfect video model (vam/eval/offline.py `future_oracle`, the foresight agent).
 
 Batch keys: the video model's (`context_latents` or `images`; `future_latents` or `future_images` for
 training), `instruction`, `embodiment_id`, `proprio`, `actions`, `action_mask`, `mapped_mask`.
@@ -27,6 +29,7 @@ from vam.models import action_decoder, layers, video_model
 
 FROZEN = r"^video(/|$)"  # the whole stage-1 model (autoencoder, latent statistics, text encoder, DiT)
 ACTION_KEYS = ("proprio", "actions", "action_mask", "mapped_mask")
+FUTURE_STATE_KEYS = ("future_proprio",)  # the future-state probe's target (config.model.future_state_aux > 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +57,26 @@ class VamConfig:
   keypoints: int = 0
   # How each keypoint is placed within a token: 1 = a learned offset; s > 1 = scores over s x s sub-cells
   keypoint_subcells: int = 1
+  # Motion tokens: per future frame and token position, an MLP of [the future token; it minus the same position's
+  # token of the newest context frame], plus spatial-softmax keypoints over them (`keypoints` per frame) -- what
+  # moved and where, which cross-attention can only get from two tokens at once through softmax averages.
+  motion_tokens: bool = False
+  # Training only: the probability that a sample's decoder memory hides the context frames' tokens (and their
+  # keypoints) when its future is informative (tau_v < 1): the decoder must then act from proprio and the future
+  # alone, as an inverse-dynamics model does, instead of learning only the always-clean context.
+  context_dropout: float = 0.0
+  # Keypoints per frame on the latent grid (layers.GridKeypoints: the tokens unpatchified to their cells, a conv
+  # over each frame and its difference to the newest context frame, a spatial softmax), as more decoder tokens.
+  grid_keypoints: int = 0
+  grid_channels: int = 32
+  # The future-state probe (layers.FutureStateProbe): weight of regressing the robot's normalised proprio at each
+  # future frame from the decoder's tokens (0: off); with `future_state_feed` the decoder reads its estimate.
+  future_state_aux: float = 0.0
+  future_state_feed: bool = False
+  # A diagnostic rung, not a policy: the decoder is fed the window's *true* future proprio in place of the probe's
+  # estimate (training and the future oracle only; inference has no future to read it from).
+  future_state_privileged: bool = False
+  proprio_dim: int = 0  # the proprio's width (the future-state probe's target)
 
 
 class VideoActionModel(nnx.Module):
@@ -78,6 +101,27 @@ class VideoActionModel(nnx.Module):
     self.keypoints = (layers.TokenKeypoints(width, cfg.keypoints, cfg.video.dit.frames, cfg.video.dit.grid,
                                             subcells=cfg.keypoint_subcells, rngs=rngs)
                       if cfg.keypoints > 0 else None)
+    motion = cfg.motion_tokens
+    self.motion = layers.Mlp(2 * width, 2 * width, width, rngs=rngs) if motion else None
+    self.motion_pos = (nnx.Param(0.02 * jax.random.normal(
+        rngs.params(), (cfg.video.future_frames * cfg.video.dit.tokens_per_frame, width))) if motion else None)
+    self.motion_keypoints = (layers.TokenKeypoints(width, cfg.keypoints, cfg.video.future_frames, cfg.video.dit.grid,
+                                                   subcells=cfg.keypoint_subcells, rngs=rngs)
+                             if motion and cfg.keypoints > 0 else None)
+    dit = cfg.video.dit
+    self.grid_keypoints = (layers.GridKeypoints(width, cfg.grid_keypoints, dit.frames, dit.grid, dit.patch,
+                                                cfg.video.context_frames, cfg.grid_channels, rngs=rngs)
+                           if cfg.grid_keypoints > 0 else None)
+    if not 0.0 <= cfg.context_dropout <= 1.0:
+      raise ValueError(f"config.model.context_dropout={cfg.context_dropout} must be in [0, 1]")
+    if cfg.future_state_feed and cfg.future_state_aux <= 0:
+      raise ValueError("config.model.future_state_feed needs config.model.future_state_aux > 0 (the probe it reads)")
+    if cfg.future_state_privileged and not cfg.future_state_feed:
+      raise ValueError("config.model.future_state_privileged replaces the fed estimate: it needs future_state_feed")
+    self.future_state = (layers.FutureStateProbe(width, cfg.video.future_frames, cfg.proprio_dim or
+                                                 cfg.decoder.proprio_dim, cfg.future_state_aux,
+                                                 feed=cfg.future_state_feed, rngs=rngs)
+                         if cfg.future_state_aux > 0 else None)
     self.decoder = action_decoder.ActionDecoder(cfg.decoder, rngs=rngs)
     if cfg.privileged_feed and cfg.privileged_aux <= 0:
       raise ValueError("config.model.privileged_feed needs config.model.privileged_aux > 0 (the probe it reads)")
@@ -107,8 +151,13 @@ class VideoActionModel(nnx.Module):
     tokens = self.tokens(self.training_features(batch, tau_v, k_h))
     tau_a = flow.sample_time(k_a, (b,), self.cfg.action_time_sampler)
     eps = jax.random.normal(k_eps, x0.shape, x0.dtype)
+    k_drop, k_ctx = jax.random.split(k_drop)
     dropped = jax.random.bernoulli(k_drop, self.cfg.proprio_dropout, (b,))
-    v = self.decoder(flow.interpolate(x0, eps, tau_a), tau_a, batch["proprio"], self.with_estimate(tokens),
+    memory, visible = self.with_estimate(tokens, self._given_future_state(batch)), None
+    if self.cfg.context_dropout > 0:
+      hide = jax.random.bernoulli(k_ctx, self.cfg.context_dropout, (b,)) & (tau_v < 1.0)
+      visible = self.memory_mask(memory.shape[1], hide)
+    v = self.decoder(flow.interpolate(x0, eps, tau_a), tau_a, batch["proprio"], memory, cond_mask=visible,
                      tau_v=tau_v, proprio_dropped=dropped)
     weight = flow.sample_weight(tau_a, self.cfg.action_loss)
     own_loss = flow.loss(v, x0, eps, mask & ~mapped, weight)
@@ -120,25 +169,74 @@ class VideoActionModel(nnx.Module):
     if self.probe is not None:  # shapes the trainable feature layers (the video model stays frozen)
       aux, probe_metrics = self.probe(tokens, batch["privileged"])
       loss, metrics = loss + aux, dict(metrics, **probe_metrics)
+    if self.future_state is not None:  # where the robot will be, for action-labelled windows' existing frames
+      labelled = jnp.any(mask, axis=(1, 2))
+      aux, future_metrics = self.future_state(tokens, batch["future_proprio"],
+                                              batch["future_mask"] & labelled[:, None])
+      loss, metrics = loss + aux, dict(metrics, **future_metrics)
     return loss, metrics
 
   def tokens(self, features):
-    """(B, N, D) features -> (B, M, D) the tokens the decoder and the probe read: the features, plus the
-    keypoint tokens (config.model.keypoints)."""
-    if self.keypoints is None:
-      return features
-    return jnp.concatenate([features, self.keypoints(features)], axis=1)
+    """(B, N, D) features -> (B, M, D) the tokens the decoder and the probe read: the features, then the
+    keypoint tokens (config.model.keypoints), the grid keypoints (grid_keypoints), then the motion tokens and their
+    keypoints (motion_tokens)."""
+    parts = [features]
+    if self.keypoints is not None:
+      parts.append(self.keypoints(features))
+    if self.grid_keypoints is not None:
+      parts.append(self.grid_keypoints(features))
+    if self.motion is not None:
+      motion = self.motion_features(features)
+      parts.append(motion)
+      if self.motion_keypoints is not None:
+        parts.append(self.motion_keypoints(motion))
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=1)
 
-  def with_estimate(self, tokens):
-    """(B, M, D) tokens -> the decoder's cross-attention memory: plus the probe's state estimate (feed)."""
-    return tokens if self.probe is None else self.probe.with_estimate(tokens)
+  def motion_features(self, features):
+    """(B, N, D) features (frame-major) -> (B, H_f * P, D): each future token with its difference to the same
+    position of the newest context frame, through an MLP, plus a learned position embedding."""
+    v = self.cfg.video
+    p = v.dit.tokens_per_frame
+    last = features[:, (v.context_frames - 1) * p:v.context_frames * p]  # (B, P, D)
+    future = features[:, v.context_frames * p:].reshape(features.shape[0], v.future_frames, p, -1)
+    x = jnp.concatenate([future, future - last[:, None]], axis=-1).reshape(features.shape[0], v.future_frames * p, -1)
+    return self.motion(x) + self.motion_pos.value[None]
+
+  def memory_mask(self, length: int, hide_context):
+    """(B, M) bool, the decoder memory entries visible per sample; `hide_context` (B,) hides the context frames'
+    tokens and keypoints (`tokens`' layout), keeping the future's, the motion tokens and the probe's estimate."""
+    v, f = self.cfg.video, self.cfg.video.context_frames + self.cfg.video.future_frames
+    p = v.dit.tokens_per_frame
+    is_context = jnp.zeros((length,), bool).at[:v.context_frames * p].set(True)
+    start = f * p  # then the keypoint tokens of each readout, frame-major
+    for k in (self.cfg.keypoints if self.keypoints is not None else 0,
+              self.cfg.grid_keypoints if self.grid_keypoints is not None else 0):
+      is_context = is_context.at[start:start + v.context_frames * k].set(True)
+      start += f * k
+    return ~(hide_context[:, None] & is_context[None])
+
+  def _given_future_state(self, batch):
+    """The window's true future proprio where the privileged-future diagnostic feeds it (else None)."""
+    if not self.cfg.future_state_privileged:
+      return None
+    if "future_proprio" not in batch:
+      raise ValueError("config.model.future_state_privileged feeds the true future proprio: the batch has no "
+                       "`future_proprio` (it is a diagnostic of the future oracle, with no inference path)")
+    return batch["future_proprio"]
+
+  def with_estimate(self, tokens, future_state=None):
+    """(B, M, D) tokens -> the decoder's cross-attention memory: plus the future-state probe's estimate (or the
+    given `future_state`) and the privileged probe's state estimate (where they `feed` the decoder)."""
+    memory = tokens if self.future_state is None else self.future_state.with_estimate(tokens, future_state)
+    return memory if self.probe is None else jnp.concatenate(
+        [memory, self.probe.with_estimate(tokens)[:, tokens.shape[1]:]], axis=1)
 
   def memory(self, features):
     """The decoder's cross-attention memory from the (B, N, D) features."""
     return self.with_estimate(self.tokens(features))
 
   def sample_actions(self, batch, cond, tau_v, rng, num_steps=None, noise_scale: float = 1.0):
-    cond = self.memory(cond)
+    cond = self.with_estimate(self.tokens(cond), self._given_future_state(batch))
     velocity = lambda x, tau: self.decoder(x, tau, batch["proprio"], cond, tau_v=tau_v)
     noise = flow.initial_noise(rng, batch["action_mask"].shape, noise_scale)
     return flow.euler(velocity, noise, flow.sampling_steps(self.cfg.action_time_sampler,
@@ -154,8 +252,19 @@ class VideoActionModel(nnx.Module):
     hidden = self.video.imagined_hidden_states(batch, rng, tau_v, self.cfg.layer, self.cfg.video_steps)
     return self.probe.estimate(self.tokens(self.features(hidden)))
 
+  def sample_with_future(self, batch, rng, num_steps=None, tau_v: float = 0.0, noise_scale: float = 1.0):
+    """The oracle: action chunk (B, H_a, A) read from the batch's *true* future (`future_latents` or
+    `future_images`) noised to `tau_v`, through exactly the features training computes (`training_features`,
+    teacher forcing). At tau_v = 0 this is the VAM with a perfect video model; at tau_v = 1 the future is pure
+    noise and the decoder acts from the context alone."""
+    k_video, k_action = jax.random.split(rng)
+    tau = jnp.full((batch["action_mask"].shape[0],), tau_v, jnp.float32)
+    return self.sample_actions(batch, self.training_features(batch, tau, k_video), tau, k_action, num_steps,
+                               noise_scale)
+
   def sample(self, batch, rng, num_steps=None, tau_v: float | None = None, noise_scale: float = 1.0):
-    """Inference: action chunk (B, H_a, A) from the context frames (no future), instruction, proprio."""
+    """Inference: action chunk (B, H_a, A) from the context frames (no future: the video flow imagines it from
+    noise, `imagined_hidden_states`), instruction, proprio. A future in the batch is never read."""
     tau_v = self.cfg.tau_v if tau_v is None else tau_v
     k_video, k_action = jax.random.split(rng)
     hidden = self.video.imagined_hidden_states(batch, k_video, tau_v, self.cfg.layer, self.cfg.video_steps)
