@@ -264,7 +264,8 @@ class VideoActionModel(nnx.Module):
 
   def sample(self, batch, rng, num_steps=None, tau_v: float | None = None, noise_scale: float = 1.0):
     """Inference: action chunk (B, H_a, A) from the context frames (no future: the video flow imagines it from
-    noise, `imagined_hidden_states`), instruction, proprio. A future in the batch is never read."""
+    noise, `imagined_hidden_states`), instruction, proprio. A future in the batch is never read (but by the
+    privileged-future diagnostic, `future_state_privileged`, which is no policy)."""
     tau_v = self.cfg.tau_v if tau_v is None else tau_v
     k_video, k_action = jax.random.split(rng)
     hidden = self.video.imagined_hidden_states(batch, k_video, tau_v, self.cfg.layer, self.cfg.video_steps)
