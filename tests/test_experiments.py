@@ -177,3 +177,21 @@ def test_readout_results_pair_the_oracle_with_the_closed_loop_rollouts(tmp_path)
   run = demos.collect(os.path.join(out, "demos"))["vam"]["8"]
   assert run["foresight"]["successes"] == 14 and demos.final(run)["future_oracle"]["ratio"] == pytest.approx(1.0)
   assert "| vam, 8 | 0.31 (5/16) | 0.88 (14/16) | 0.1000 / 0.1000 = 1.00 |" in demos.table({"vam": {"8": run}})
+
+
+def test_compare_reads_evaluation_folders_and_reports_the_future_oracle(tmp_path):
+  """`vam.eval.compare`: a run is a workdir (its eval/report.json) or an evaluation folder itself (a VAM's
+  eval_foresight); a VAM's future oracle becomes a table of what the future is worth to its decoder."""
+  from vam.eval import compare  # pylint: disable=g-import-not-at-top
+  vam = str(tmp_path / "vam")
+  cell = lambda wins: [dict(embodiment="arm6", task="reach", mode="easy", split="train", successes=wins, episodes=16,
+                            success_rate=wins / 16, ci95=[0.0, 1.0])]
+  _report(os.path.join(vam, "eval", "report.json"), [dict(step=4000, cells=cell(8), future_oracle=_oracle(0.06, 0.12))])
+  _report(os.path.join(vam, "eval_foresight", "report.json"), [dict(step=4000, cells=cell(15))])
+  c = compare.compare({"vam": vam, "vam_true_future": os.path.join(vam, "eval_foresight")})
+  assert c["success"]["vam arm6"]["mean"] == 0.5 and c["success"]["vam_true_future arm6"]["mean"] == 15 / 16
+  md = compare.markdown(c)
+  assert "true future / context only over steps 0-7: 0.50" in md
+  assert "| true_future@0 | 0.0600 | 0.0600 | 0.0600 |" in md and "| imagined@1 | 0.1200 |" in md
+  with pytest.raises(FileNotFoundError, match="evaluate the run first"):
+    compare.compare({"none": str(tmp_path / "missing")})
