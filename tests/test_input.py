@@ -77,6 +77,12 @@ def test_frame_stride_spaces_latent_frames_and_their_masks():
   # Stride 1 is the back-to-back layout.
   w = windows.make_window(ep, 5, windows.WindowSpec(3, 2, 4, 17), space, norm)
   assert frame(w, "images") == [3, 4, 5] and frame(w, "future_images") == [6, 7]
+  # Where the robot is at each future frame (the future-state probe's target), clamped like the frames; a
+  # policy's windows (no future frames) have none.
+  ep["state"] = np.arange(T, dtype=np.float32)[:, None] * np.ones((1, 17), np.float32)
+  w = windows.make_window(ep, 10, windows.WindowSpec(2, 3, 4, 17, frame_stride=4), space, norm)
+  assert w["future_proprio"][:, 0].tolist() == [14, 18, 19] and w["future_proprio"].shape == (3, 17)
+  assert "future_proprio" not in windows.make_window(ep, 10, windows.WindowSpec(2, 0, 4, 17), space, norm)
 
 
 @pytest.mark.slow

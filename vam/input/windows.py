@@ -135,7 +135,7 @@ def make_window(ep: dict, t: int, spec: WindowSpec, space, normalizer) -> dict:
     mask = mapped_mask = np.zeros((spec.action_horizon, space.dim), bool)
     normalized = np.zeros((spec.action_horizon, space.dim), np.float32)
     proprio = np.zeros(spec.proprio_dim, np.float32)
-    future_proprio = np.zeros((spec.future_frames, spec.proprio_dim), np.float32)
+    future_proprio = np.zeros((spec.future_frames, len(proprio)), np.float32)
   else:
     views = ep.get("mapped", {})
     chunk, mask, mapped_mask = unified_chunk(ep, t, spec.action_horizon, space, views, spec.pad)
@@ -145,8 +145,8 @@ def make_window(ep: dict, t: int, spec: WindowSpec, space, normalizer) -> dict:
       normalized = np.where(space.embodiment_mask(other), mapped, normalized)
     proprio = normalizer.normalize_state(name, ep["state"][t], ep["eef"][t])
     at = np.clip(fut_ends, 0, T - 1)
-    future_proprio = normalizer.normalize_state(name, ep["state"][at], ep["eef"][at]).reshape(
-        spec.future_frames, -1)
+    future_proprio = (normalizer.normalize_state(name, ep["state"][at], ep["eef"][at]) if spec.future_frames
+                      else None)
   out = {}
   if spec.future_frames:  # where the robot is at each future frame (a VAM's future-state probe's target)
     out["future_proprio"] = future_proprio
