@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 OUT    ?= out/demo
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo data stage1 video video-eval test test-fast bench ladder long video-horizon demos reliability clean
+.PHONY: setup demo data stage1 video video-eval test test-fast bench ladder long video-horizon demos readout reliability clean
 
 setup: $(STAMP)
 
@@ -30,9 +30,11 @@ demo: setup data
 	    --config.model.video_workdir=$(OUT)/video
 	$(BIN)/python -m vam.train --config experiments/quickstart.py --workdir $(OUT)/baseline --config.data_dir=$(OUT)/data
 	$(BIN)/python -m vam.eval --workdir $(OUT)/vam
+	$(BIN)/python -m vam.eval --workdir $(OUT)/vam --agent foresight --config.eval.offline_windows=0
 	$(BIN)/python -m vam.eval --workdir $(OUT)/baseline
 	@echo "datasets: $(OUT)/data   preview: $(OUT)/data/preview.mp4   video model: $(OUT)/video (eval: make video-eval)"
-	$(BIN)/python -m vam.eval.compare --run vam=$(OUT)/vam --run baseline=$(OUT)/baseline --out $(OUT)/comparison
+	$(BIN)/python -m vam.eval.compare --run vam=$(OUT)/vam --run baseline=$(OUT)/baseline \
+	    --run "vam_true_future=$(OUT)/vam/eval_foresight" --out $(OUT)/comparison
 
 data: setup
 	$(BIN)/python -m vam.data.build --config experiments/datasets.py:quickstart --data_dir $(OUT)/data --overwrite
@@ -103,17 +105,19 @@ VH ?= out/v15
 video-horizon: setup
 	$(BIN)/python experiments/video_horizon.py --data_dir $(LONG)/data --out $(VH)
 
-# Success against demos per task (README "Fewer demos?"), the VAM and the baseline, N = 2-32: stage 1 of the demo
-# (autoencoder, latents) plus a stride-4 video model (`video_pretrain.py:stride4`), then every run of
-# experiments/demos.py (resumable) with the VAM's closed-loop tau_v curve.
+# Success against demos per task (README "Fewer demos?"), the VAM and the baseline, N = 4-64, 32 episodes per cell,
+# on the demo's stage 1 (~2 h on 2 CPU cores): every run of experiments/demos.py (resumable), each VAM also rolled out
+# with the true future (--foresight).
 demos: setup
-	test -d $(OUT)/data/sim_robot || $(MAKE) data
-	test -d $(OUT)/autoencoder/checkpoints || $(MAKE) --no-print-directory stage1
-	$(BIN)/python -m vam.train --config experiments/video_pretrain.py:stride4 --workdir $(OUT)/video_s4 \
-	    --config.data_dir=$(OUT)/data --config.model.autoencoder_workdir=$(OUT)/autoencoder
-	test -f $(OUT)/video_s4/eval/report.json || $(BIN)/python -m vam.eval --workdir $(OUT)/video_s4
-	$(BIN)/python experiments/demos.py --data_dir $(OUT)/data --video_workdir $(OUT)/video_s4 --out out/demos \
-	    --tau_v 0 0.25 0.5 0.75 1
+	test -d $(OUT)/video/checkpoints || $(MAKE) --no-print-directory stage1
+	$(BIN)/python experiments/demos.py --data_dir $(OUT)/data --video_workdir $(OUT)/video --out out/demos \
+	    --demos 4 8 16 32 64 --episodes 32 --checkpoint_every 3000 --foresight
+
+# Does the decoder read the future? (README; ~1 h on 2 CPU cores): VAM decoders on the demo's video model, one
+# readout change each, scored by the future oracle (true future vs context alone) and in closed loop.
+readout: setup
+	test -d $(OUT)/video/checkpoints || $(MAKE) --no-print-directory stage1
+	$(BIN)/python experiments/readout.py --data_dir $(OUT)/data --video_workdir $(OUT)/video --out out/readout
 
 # The reliability campaign (README "Training", faults it survives; ~1 h on 2 CPU cores): random CLI/config
 # mistakes; SIGKILL at random moments, inside asynchronous saves and inside the final save, of a 1-process and

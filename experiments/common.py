@@ -102,7 +102,10 @@ def vam_model(tiny: bool, video_workdir: str = "out/demo/video") -> ml_collectio
   m.keypoint_subcells = 1
   m.motion_tokens = False  # tokens of what moved between the newest context frame and each future frame
   m.context_dropout = 0.0  # training: hide the context from the decoder on this fraction of informative samples
-  m.grid_keypoints = 0  # keypoints per frame on the latent grid (the tokens unpatchified; 0: off)
+  # Keypoints per frame on the latent grid (the tokens unpatchified to their 4 x 4 cells; 0: off). 8 took the demo
+  # VAM's held-out action error from 0.138 to 0.114 (1500 steps, the future oracle's context-only row) and its
+  # closed loop to reach 0.94 / 0.94, push 0.31 / 0.22 (arm6 / gantry, 32 episodes per cell; README).
+  m.grid_keypoints = 2 if tiny else 8
   m.grid_channels = 32
   m.future_state_aux = 0.0  # the future-state probe: regress the proprio at each future frame (0: off) ...
   m.future_state_feed = False  # ... and give the decoder its estimate
