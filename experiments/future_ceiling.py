@@ -58,6 +58,15 @@ def quadratic(x: np.ndarray) -> np.ndarray:
   return np.concatenate([x, (x[:, :, None] * x[:, None, :]).reshape(len(x), -1)], axis=1)
 
 
+def table(doc: dict) -> str:
+  """The markdown table of a results file: one row per input, one column per robot."""
+  robots = list(doc["robots"])
+  lines = ["| fitted from | " + " | ".join(robots) + " |", "|---" * (len(robots) + 1) + "|"]
+  for name in ("hold",) + INPUTS:
+    lines.append(f"| {name} | " + " | ".join(f"{doc['robots'][r][name]:.3f}" for r in robots) + " |")
+  return "\n".join(lines)
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--data_dir", required=True)
@@ -80,6 +89,7 @@ def main(argv=None):
   if args.out:
     with open(args.out, "w") as f:
       json.dump(doc, f, indent=1)
+  print(table(doc))
   return 0
 
 

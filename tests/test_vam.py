@@ -190,3 +190,16 @@ def test_vam_closed_loop_evaluation_in_a_separate_process(stage2):
   ev = rep["evaluations"][-1]
   assert ev["cells"][0]["episodes"] == 2 and set(ev["offline_by_tau_v"]) == {"0.5", "1"}
   assert ev["model"] == {"layer": 2, "tau_v": 1.0}
+  # The future oracle: the true future at three tau_v, another window's, the context alone, the inference path.
+  oracle = ev["future_oracle"]
+  assert set(oracle["rows"]) == {"true_future@0", "true_future@0.25", "true_future@0.5", "other_future@0",
+                                 "context_only", "imagined", "hold"}
+  assert oracle["future_steps"] == 2 and all(np.isfinite(r["executed"]) for r in oracle["rows"].values())
+  # Foresight rollouts: the decoder reads the scripted expert's rendered future (out: W/eval_foresight).
+  from vam.eval import evaluate  # pylint: disable=g-import-not-at-top
+  overrides = [tuple(a[len("--config."):].split("=", 1)) for a in args[2:] if a.startswith("--config.")]
+  fs = evaluate.evaluate(stage2["vam"], agent="foresight", overrides=overrides)["evaluations"][-1]
+  assert fs["agent"] == "foresight" and fs["cells"][0]["episodes"] == 2 and "future_oracle" not in fs
+  assert os.path.exists(os.path.join(stage2["vam"], "eval_foresight", "report.json"))
+  with pytest.raises(ValueError, match="foresight"):  # a policy without a video model has no future to read
+    evaluate.evaluate(stage2["video"], agent="foresight")

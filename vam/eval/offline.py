@@ -101,7 +101,9 @@ def future_oracle(restored, data_dir: str, windows_count: int, batch_size: int, 
   Every row sees the same windows and the same action-sampling noise (paired). Each row reports the error over
   all chunk steps, by step, over the steps the future frames cover (`future_steps`), over those beyond, and over
   the `executed_steps` the closed loop runs before replanning; `oracle_ratio` is true_future@0 over context_only
-  on the executed steps (< 1: the decoder gains from the true future)."""
+  on the executed steps (< 1: the decoder gains from the true future). A decoder with a future-state probe also
+  gets `future_state_mse`: how well the probe places the robot at the future frames reading the true future,
+  another window's, or the context alone, beside assuming it stays where it is now."""
   cfg = restored.config
   if cfg.model.name != "vam":
     raise ValueError(f"future_oracle: {restored.workdir} holds a {cfg.model.name!r} model; the oracle is for "
@@ -117,6 +119,11 @@ def future_oracle(restored, data_dir: str, windows_count: int, batch_size: int, 
   rows = [f"true_future@{float(t):g}" for t in oracle_taus] + ["other_future@0", "context_only", "imagined", "hold"]
   sq = {r: np.zeros(horizon) for r in rows}
   count = np.zeros(horizon)
+  # A decoder with a future-state probe: how well it places the robot at the future frames, by what it reads.
+  has_probe = getattr(restored.model, "future_state", None) is not None
+  estimate = jax.jit(lambda params, batch, rng, tau_v: _future_state_estimate(restored.binder(params), batch, rng,
+                                                                            tau_v))
+  state_sq, state_n = {k: 0.0 for k in ("true_future@0", "other_future@0", "context_only", "now")}, 0
   for i in range(max(1, windows_count // batch_size)):
     batch = next(it)
     inputs = {k: jnp.asarray(batch[k]) for k in INFERENCE_KEYS + OPTIONAL_KEYS + FUTURE_KEYS if k in batch}
@@ -128,6 +135,15 @@ def future_oracle(restored, data_dir: str, windows_count: int, batch_size: int, 
     preds["context_only"] = oracle(restored.params, inputs, rng, 1.0)
     preds["imagined"] = imagined(restored.params, inputs, rng)
     preds["hold"] = batch["hold_actions"]
+    if has_probe:
+      m = batch["future_mask"]
+      for name, (b, t) in (("true_future@0", (inputs, 0.0)), ("other_future@0", (rolled, 0.0)),
+                           ("context_only", (inputs, 1.0))):
+        est = np.asarray(estimate(restored.params, b, rng, t))
+        state_sq[name] += float(np.sum(np.mean(np.square(est - batch["future_proprio"]), axis=-1)[m]))
+      now = np.broadcast_to(batch["proprio"][:, None], batch["future_proprio"].shape)
+      state_sq["now"] += float(np.sum(np.mean(np.square(now - batch["future_proprio"]), axis=-1)[m]))
+      state_n += int(m.sum())
     # The episode's own slots (held-out windows carry no mapped ones); valid entries only.
     mask = batch["action_mask"] & ~batch["mapped_mask"]
     count += mask.sum(axis=(0, 2))
@@ -140,9 +156,19 @@ def future_oracle(restored, data_dir: str, windows_count: int, batch_size: int, 
                        beyond=rmse(sq[r][covered:], count[covered:]) if covered < horizon else None,
                        executed=rmse(sq[r][:executed], count[:executed]),
                        by_step=[rmse(sq[r][k:k + 1], count[k:k + 1]) for k in range(horizon)])
-  return dict(future_steps=covered, executed_steps=executed, imagined_tau_v=float(cfg.model.tau_v),
-              entries=int(count.sum()), windows=max(1, windows_count // batch_size) * batch_size, rows=out_rows,
-              oracle_ratio=out_rows["true_future@0"]["executed"] / max(out_rows["context_only"]["executed"], 1e-12))
+  out = dict(future_steps=covered, executed_steps=executed, imagined_tau_v=float(cfg.model.tau_v),
+             entries=int(count.sum()), windows=max(1, windows_count // batch_size) * batch_size, rows=out_rows,
+             oracle_ratio=out_rows["true_future@0"]["executed"] / max(out_rows["context_only"]["executed"], 1e-12))
+  if has_probe:  # mean squared error of the normalised proprio at the future frames; `now`: it stays put
+    out["future_state_mse"] = {k: v / max(state_n, 1) for k, v in state_sq.items()}
+  return out
+
+
+def _future_state_estimate(model, batch, rng, tau_v):
+  """A VAM's future-state probe estimate (B, H_f, P) from the batch's true future noised to tau_v (teacher forcing,
+  as `sample_with_future` reads it)."""
+  tau = jnp.full((batch["action_mask"].shape[0],), tau_v, jnp.float32)
+  return model.future_state.estimate(model.tokens(model.training_features(batch, tau, rng)))
 
 
 def state_estimate_error(restored, data_dir: str, windows_count: int, batch_size: int, seed: int) -> dict:

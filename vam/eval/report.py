@@ -381,4 +381,7 @@ def oracle_lines(oracle: dict) -> list[str]:
     label = f"imagined@{oracle['imagined_tau_v']:g}" if name == "imagined" else name
     lines.append(f"  {label:<68}{r['executed']:8.4f}{r['covered']:14.4f}{beyond:>9}")
   lines.append(f"  true future / context only (steps 0-{k - 1}): {oracle['oracle_ratio']:.3f}")
+  if "future_state_mse" in oracle:
+    lines.append("  future-state probe, MSE of the proprio at the future frames: " +
+                 ", ".join(f"{k} {v:.4f}" for k, v in oracle["future_state_mse"].items()))
   return lines
