@@ -110,6 +110,7 @@ def vam_model(tiny: bool, video_workdir: str = "out/demo/video") -> ml_collectio
   m.future_state_aux = 0.0  # the future-state probe: regress the proprio at each future frame (0: off) ...
   m.future_state_feed = False  # ... and give the decoder its estimate
   m.future_state_privileged = False  # diagnostic: feed the true future proprio instead (no inference path)
+  m.future_state_path = "memory"  # memory (cross-attention tokens) | proprio (beside the proprio)
   privileged_probe(m, 0.0)
   m.proprio_dropout = 0.2
   m.action_time_sampler = "sqrt"

@@ -43,6 +43,13 @@ VARIANTS = {  # name -> vam.train overrides of experiments/mutual_pretrain.py (t
     # oracle rows all read it): what a perfectly perceived future would buy this decoder.
     "grid8_privileged_future_state": [f"{M}grid_keypoints=8", f"{M}future_state_aux=1.0",
                                       f"{M}future_state_feed=True", f"{M}future_state_privileged=True"],
+    # ... fed beside the proprio, the path the decoder reads the present state through
+    "grid8_privileged_future_state_proprio": [f"{M}grid_keypoints=8", f"{M}future_state_aux=1.0",
+                                              f"{M}future_state_feed=True", f"{M}future_state_privileged=True",
+                                              f"{M}future_state_path=proprio"],
+    # the probe's own estimate from the frames fed beside the proprio (a policy: inference reads the estimate)
+    "grid8_future_state_proprio": [f"{M}grid_keypoints=8", f"{M}future_state_aux=1.0", f"{M}future_state_feed=True",
+                                   f"{M}future_state_path=proprio"],
 }
 ORACLE_SCRIPT = """
 import json, sys

@@ -172,3 +172,13 @@ def test_future_state_probe_feeds_the_decoder_its_estimate():
   assert np.abs(a - b).mean() > 1e-3
   with pytest.raises(ValueError, match="future_proprio"):
     rung.sample({k: v for k, v in batch.items() if k != "future_proprio"}, jax.random.PRNGKey(2), num_steps=2)
+  # ... or beside the proprio: the decoder's proprio token reads (1 + H_f) proprio vectors, no extra tokens.
+  cfg = vam.VamConfig(**{**model.cfg.__dict__, "future_state_path": "proprio", "future_state_privileged": True,
+                         "proprio_dim": 5,
+                         "decoder": action_decoder.DecoderConfig(**{**model.cfg.decoder.__dict__,
+                                                                    "proprio_dim": 5 * (1 + H_F)})})
+  beside = vam.VideoActionModel(cfg, rngs=nnx.Rngs(0))
+  assert beside.memory(features).shape[1] == tokens.shape[1]
+  np.testing.assert_allclose(np.asarray(beside.decoder_proprio(batch, tokens)),
+                             np.concatenate([batch["proprio"], batch["future_proprio"].reshape(3, -1)], axis=-1))
+  assert np.isfinite(float(beside.loss(batch, jax.random.PRNGKey(1))[0]))

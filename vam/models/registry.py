@@ -88,7 +88,10 @@ def _factory(config, action_dim: int, num_embodiments: int, image_size: int):
     return functools.partial(video_model.VideoModel, video)
   m, d = config.model, config.data
   proprio = embodiment_lib.proprio_width(d.proprio_dim, d.get("proprio_eef", False))
-  dec = action_decoder.DecoderConfig(**dict(m.decoder), action_dim=action_dim, proprio_dim=proprio,
+  # The future-state estimate fed beside the proprio widens the decoder's proprio input (vam.VamConfig).
+  into_proprio = m.get("future_state_feed", False) and m.get("future_state_path", "memory") == "proprio"
+  dec = action_decoder.DecoderConfig(**dict(m.decoder), action_dim=action_dim,
+                                     proprio_dim=proprio * (1 + video.future_frames if into_proprio else 1),
                                      horizon=d.action_horizon, cond_dim=video.dit.width)
   cfg = vam.VamConfig(video=video, decoder=dec, layer=m.layer, tau_v_sampler=m.tau_v_sampler,
                       proprio_dropout=m.proprio_dropout, action_time_sampler=m.action_time_sampler,
@@ -102,7 +105,8 @@ def _factory(config, action_dim: int, num_embodiments: int, image_size: int):
                       context_dropout=m.get("context_dropout", 0.0), grid_keypoints=m.get("grid_keypoints", 0),
                       grid_channels=m.get("grid_channels", 32), future_state_aux=m.get("future_state_aux", 0.0),
                       future_state_feed=m.get("future_state_feed", False),
-                      future_state_privileged=m.get("future_state_privileged", False), proprio_dim=proprio)
+                      future_state_privileged=m.get("future_state_privileged", False),
+                      future_state_path=m.get("future_state_path", "memory"), proprio_dim=proprio)
   return functools.partial(vam.VideoActionModel, cfg)
 
 

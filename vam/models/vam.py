@@ -30,6 +30,7 @@ from vam.models import action_decoder, layers, video_model
 FROZEN = r"^video(/|$)"  # the whole stage-1 model (autoencoder, latent statistics, text encoder, DiT)
 ACTION_KEYS = ("proprio", "actions", "action_mask", "mapped_mask")
 FUTURE_STATE_KEYS = ("future_proprio",)  # the future-state probe's target (config.model.future_state_aux > 0)
+FUTURE_STATE_PATHS = ("memory", "proprio")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +77,10 @@ class VamConfig:
   # A diagnostic rung, not a policy: the decoder is fed the window's *true* future proprio in place of the probe's
   # estimate (training and the future oracle only; inference has no future to read it from).
   future_state_privileged: bool = False
+  # Where the decoder reads the fed future state: `memory` (H_f more cross-attention tokens) or `proprio` (beside
+  # the proprio in the decoder's proprio token, whose width is then (1 + H_f) x the proprio's: the path the
+  # decoder already reads the present state through).
+  future_state_path: str = "memory"
   proprio_dim: int = 0  # the proprio's width (the future-state probe's target)
 
 
@@ -118,9 +123,12 @@ class VideoActionModel(nnx.Module):
       raise ValueError("config.model.future_state_feed needs config.model.future_state_aux > 0 (the probe it reads)")
     if cfg.future_state_privileged and not cfg.future_state_feed:
       raise ValueError("config.model.future_state_privileged replaces the fed estimate: it needs future_state_feed")
+    if cfg.future_state_path not in FUTURE_STATE_PATHS:
+      raise ValueError(f"config.model.future_state_path={cfg.future_state_path!r}; valid: {list(FUTURE_STATE_PATHS)}")
     self.future_state = (layers.FutureStateProbe(width, cfg.video.future_frames, cfg.proprio_dim or
                                                  cfg.decoder.proprio_dim, cfg.future_state_aux,
-                                                 feed=cfg.future_state_feed, rngs=rngs)
+                                                 feed=cfg.future_state_feed and cfg.future_state_path == "memory",
+                                                 rngs=rngs)
                          if cfg.future_state_aux > 0 else None)
     self.decoder = action_decoder.ActionDecoder(cfg.decoder, rngs=rngs)
     if cfg.privileged_feed and cfg.privileged_aux <= 0:
@@ -157,8 +165,8 @@ class VideoActionModel(nnx.Module):
     if self.cfg.context_dropout > 0:
       hide = jax.random.bernoulli(k_ctx, self.cfg.context_dropout, (b,)) & (tau_v < 1.0)
       visible = self.memory_mask(memory.shape[1], hide)
-    v = self.decoder(flow.interpolate(x0, eps, tau_a), tau_a, batch["proprio"], memory, cond_mask=visible,
-                     tau_v=tau_v, proprio_dropped=dropped)
+    v = self.decoder(flow.interpolate(x0, eps, tau_a), tau_a, self.decoder_proprio(batch, tokens), memory,
+                     cond_mask=visible, tau_v=tau_v, proprio_dropped=dropped)
     weight = flow.sample_weight(tau_a, self.cfg.action_loss)
     own_loss = flow.loss(v, x0, eps, mask & ~mapped, weight)
     mapped_loss = flow.loss(v, x0, eps, mapped, weight)
@@ -231,13 +239,24 @@ class VideoActionModel(nnx.Module):
     return memory if self.probe is None else jnp.concatenate(
         [memory, self.probe.with_estimate(tokens)[:, tokens.shape[1]:]], axis=1)
 
+  def decoder_proprio(self, batch, tokens):
+    """(B, P') what the decoder's proprio token reads: the proprio, and with `future_state_path='proprio'` the
+    (gradient-stopped) future-state estimate from `tokens`, or the given true one, beside it."""
+    if not (self.cfg.future_state_feed and self.cfg.future_state_path == "proprio"):
+      return batch["proprio"]
+    given = self._given_future_state(batch)
+    state = self.future_state.estimate(tokens) if given is None else given
+    b = batch["proprio"].shape[0]
+    return jnp.concatenate([batch["proprio"], jax.lax.stop_gradient(state).reshape(b, -1)], axis=-1)
+
   def memory(self, features):
     """The decoder's cross-attention memory from the (B, N, D) features."""
     return self.with_estimate(self.tokens(features))
 
   def sample_actions(self, batch, cond, tau_v, rng, num_steps=None, noise_scale: float = 1.0):
-    cond = self.with_estimate(self.tokens(cond), self._given_future_state(batch))
-    velocity = lambda x, tau: self.decoder(x, tau, batch["proprio"], cond, tau_v=tau_v)
+    tokens = self.tokens(cond)
+    cond, proprio = self.with_estimate(tokens, self._given_future_state(batch)), self.decoder_proprio(batch, tokens)
+    velocity = lambda x, tau: self.decoder(x, tau, proprio, cond, tau_v=tau_v)
     noise = flow.initial_noise(rng, batch["action_mask"].shape, noise_scale)
     return flow.euler(velocity, noise, flow.sampling_steps(self.cfg.action_time_sampler,
                                                            num_steps or self.cfg.sample_steps))
