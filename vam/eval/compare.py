@@ -11,9 +11,14 @@ import sys
 
 from absl import app, flags
 
-flags.DEFINE_multi_string("run", [], "NAME=WORKDIR of an evaluated run (in table order)")
-flags.DEFINE_string("out", None, "where comparison.json/.md go")
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """The command line's flags; defined only when run as a program, so importing the module (a test, a driver)
+  registers nothing in absl's global flag set."""
+  flags.DEFINE_multi_string("run", [], "NAME=WORKDIR of an evaluated run (in table order)")
+  flags.DEFINE_string("out", None, "where comparison.json/.md go")
 
 
 def newest_evaluation(workdir: str) -> dict:
@@ -120,6 +125,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   try:
     app.run(main)
   except (ValueError, FileNotFoundError) as e:
