@@ -31,6 +31,7 @@ import time
 import runner
 
 from vam import atomic
+from vam.eval import report
 
 # Reach and push, easy worlds of the seen layout, fixed-seed episodes (--episodes per (robot, task) cell).
 def eval_args(episodes: int) -> list[str]:
@@ -115,6 +116,12 @@ def final(run: dict) -> dict | None:
   return steps[max(steps, key=int)] if steps else None
 
 
+def _with_interval(f: dict) -> str:
+  """'0.31 (10/32; 0.18-0.49)': pooled success, its counts and the 95% Wilson interval."""
+  lo, hi = report.wilson(f["successes"], f["episodes"])
+  return f"{f['mean']:.2f} ({f['successes']}/{f['episodes']}; {lo:.2f}-{hi:.2f})"
+
+
 def demos_to_reach(results: dict, method: str, target: float) -> int | None:
   """The fewest demos with which `method`'s final success reaches `target` (None: never)."""
   hits = [int(n) for n, r in results.get(method, {}).items() if final(r) and final(r)["mean"] >= target]
@@ -127,8 +134,7 @@ def table(results: dict) -> str:
   ns = sorted({int(n) for runs in results.values() for n in runs})
   lines = ["| method | " + " | ".join(f"N = {n}" for n in ns) + " |", "|" + "---|" * (len(ns) + 1)]
   for method, runs in results.items():
-    cell = lambda n: (f"{final(runs[str(n)])['mean']:.2f} ({final(runs[str(n)])['successes']}/"
-                      f"{final(runs[str(n)])['episodes']})" if str(n) in runs and final(runs[str(n)]) else "")
+    cell = lambda n: _with_interval(final(runs[str(n)])) if str(n) in runs and final(runs[str(n)]) else ""
     lines.append(f"| {method} | " + " | ".join(cell(n) for n in ns) + " |")
   best = max((final(r)["mean"] for r in results.get("baseline", {}).values() if final(r)), default=None)
   if best is not None:
@@ -153,8 +159,7 @@ def table(results: dict) -> str:
               "|---|---|---|---|"]
     for method, n, r in oracle:
       f, fo, o = final(r), r.get("foresight"), final(r).get("future_oracle")
-      lines.append(f"| {method}, {n} | {f['mean']:.2f} ({f['successes']}/{f['episodes']}) | " +
-                   (f"{fo['mean']:.2f} ({fo['successes']}/{fo['episodes']})" if fo else "") + " | " +
+      lines.append(f"| {method}, {n} | {_with_interval(f)} | " + (_with_interval(fo) if fo else "") + " | " +
                    (f"{o['executed']['true_future@0']:.4f} / {o['executed']['context_only']:.4f} = {o['ratio']:.2f}"
                     if o else "") + " |")
   curves = [(m, n, r) for m, runs in results.items() for n, r in runs.items()

@@ -35,7 +35,9 @@ def test_demos_table_reports_final_success_and_the_demos_each_method_needs():
   assert demos.demos_to_reach(results, "vam", 0.6) == 4  # its final (step 2000) success, not its best step
   assert demos.demos_to_reach(results, "vam", 0.9) is None
   md = demos.table(results)
-  assert "| baseline | 0.30 (19/64) | 0.60 (38/64) |" in md and "| vam | 0.62 (40/64) | 0.70 (45/64) |" in md
+  # each cell: pooled success (counts; 95% Wilson interval)
+  assert "| baseline | 0.30 (19/64; 0.20-0.42) | 0.60 (38/64; 0.47-0.71) |" in md
+  assert "| vam | 0.62 (40/64; 0.50-0.73) | 0.70 (45/64; 0.58-0.80) |" in md
   assert "best pooled success 0.60" in md and "baseline 16" in md and "vam 4" in md
   root = ET.fromstring(demos.svg(results))  # well-formed, one line per method
   assert len([e for e in root.iter() if e.tag.endswith("polyline")]) == 2
