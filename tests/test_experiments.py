@@ -178,7 +178,7 @@ def test_readout_results_pair_the_oracle_with_the_closed_loop_rollouts(tmp_path)
   _report(os.path.join(vam, "eval_foresight", "report.json"), [_evaluation(3000, 14)])
   run = demos.collect(os.path.join(out, "demos"))["vam"]["8"]
   assert run["foresight"]["successes"] == 14 and demos.final(run)["future_oracle"]["ratio"] == pytest.approx(1.0)
-  assert "| vam, 8 | 0.31 (5/16) | 0.88 (14/16) | 0.1000 / 0.1000 = 1.00 |" in demos.table({"vam": {"8": run}})
+  assert "| vam, 8 | 0.31 (5/16; 0.14-0.56) | 0.88 (14/16; 0.64-0.97) | 0.1000 / 0.1000 = 1.00 |" in demos.table({"vam": {"8": run}})
 
 
 def test_compare_reads_evaluation_folders_and_reports_the_future_oracle(tmp_path):
