@@ -106,11 +106,11 @@ video-horizon: setup
 	$(BIN)/python experiments/video_horizon.py --data_dir $(LONG)/data --out $(VH)
 
 # Success against demos per task (README "Fewer demos?"), the VAM and the baseline, N = 4-64, 32 episodes per cell,
-# on the demo's stage 1 (~2 h on 2 CPU cores): every run of experiments/demos.py (resumable), each VAM also rolled out
+# on the demo's stage 1 (~4-5 h on 2 CPU cores: 10 runs of 15-30 min): every run of experiments/demos.py (resumable), each VAM also rolled out
 # with the true future (--foresight).
 demos: setup
 	test -d $(OUT)/video/checkpoints || $(MAKE) --no-print-directory stage1
-	$(BIN)/python experiments/demos.py --data_dir $(OUT)/data --video_workdir $(OUT)/video --out out/demos \
+	$(BIN)/python experiments/demos.py --data_dir $(OUT)/data --video_workdir $(OUT)/video --out $(OUT)/demos \
 	    --demos 4 8 16 32 64 --episodes 32 --checkpoint_every 3000 --foresight
 
 # Does the decoder read the future? (README; ~1 h on 2 CPU cores): VAM decoders on the demo's video model, one

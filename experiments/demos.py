@@ -220,6 +220,29 @@ def _train(args, method: str, n: int, w: str, log: str) -> None:
     json.dump(dict(train_seconds=round(time.time() - t0)), f)
 
 
+# What every run of one OUT folder shares; a resumed driver skips trained runs and evaluated steps, so a folder
+# holding runs made another way would be silently mixed into one table.
+RECIPE_KEYS = ("data_dir", "video_workdir", "steps", "checkpoint_every", "episodes", "config_overrides")
+
+
+def _check_recipe(args) -> None:
+  """Writes OUT/recipe.json on a new folder; refuses (naming the keys) to add runs to one made another way."""
+  path = os.path.join(args.out, "recipe.json")
+  recipe = {k: (os.path.abspath(getattr(args, k)) if k.endswith(("_dir", "_workdir")) else getattr(args, k))
+            for k in RECIPE_KEYS}
+  if os.path.exists(path):
+    old = json.load(open(path))
+    if diff := sorted(k for k in RECIPE_KEYS if old.get(k) != recipe[k]):
+      raise SystemExit(f"{path}: this folder's runs were made with " + ", ".join(f"--{k}={old.get(k)!r}" for k in diff)
+                       + " (now " + ", ".join(f"{recipe[k]!r}" for k in diff) + "); use another --out or the same "
+                       "settings")
+  elif collect(args.out):
+    raise SystemExit(f"{args.out}: holds runs but no recipe.json (made by an older driver, settings unknown); use "
+                     "another --out, or write its recipe.json by hand if you know them")
+  else:
+    atomic.write_json(path, recipe)
+
+
 def _is_vam(method: str) -> bool:
   return METHODS[method][0] == "mutual_pretrain.py"
 
@@ -245,6 +268,7 @@ def main(argv=None):
   if any(not 0.0 <= t <= 1.0 for t in args.tau_v):
     raise SystemExit(f"--tau_v {args.tau_v}: every tau_v must be in [0, 1]")
   os.makedirs(args.out, exist_ok=True)
+  _check_recipe(args)
   for n in args.demos:
     for method in args.methods:
       w, log = os.path.join(args.out, f"{method}_{n}"), os.path.join(args.out, f"{method}_{n}.log")

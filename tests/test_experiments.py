@@ -88,6 +88,24 @@ def _report(path, evaluations):
     json.dump(dict(evaluations=evaluations), f)
 
 
+def test_demos_driver_refuses_to_mix_runs_made_another_way(tmp_path):
+  """A resumed driver skips trained runs and evaluated steps: OUT/recipe.json keeps a folder to one recipe."""
+  import argparse  # pylint: disable=g-import-not-at-top
+  demos = _driver("demos")
+  args = argparse.Namespace(out=str(tmp_path / "a"), data_dir="d", video_workdir="v", steps=3000,
+                            checkpoint_every=3000, episodes=32, config_overrides=[])
+  os.makedirs(args.out)
+  demos._check_recipe(args)  # pylint: disable=protected-access
+  assert json.load(open(os.path.join(args.out, "recipe.json")))["episodes"] == 32
+  demos._check_recipe(args)  # pylint: disable=protected-access  # same settings: resumes
+  with pytest.raises(SystemExit, match="--episodes=32 .*now 16"):
+    demos._check_recipe(argparse.Namespace(**dict(vars(args), episodes=16)))  # pylint: disable=protected-access
+  old = str(tmp_path / "old")  # runs by a driver that kept no recipe
+  _report(os.path.join(old, "vam_4", "eval", "report.json"), [_evaluation(1000, 2)])
+  with pytest.raises(SystemExit, match="no recipe.json"):
+    demos._check_recipe(argparse.Namespace(**dict(vars(args), out=old)))  # pylint: disable=protected-access
+
+
 def test_demos_results_are_rebuilt_from_the_run_folders(tmp_path):
   """Drivers started at once (different --demos / --methods) share OUT: results come from each run's folder, the
   newest evaluation of a step wins, and the VAM's tau_v curves (closed loop and offline) are gathered."""
@@ -172,6 +190,11 @@ def test_readout_results_pair_the_oracle_with_the_closed_loop_rollouts(tmp_path)
   assert results["grid8"]["foresight"]["successes"] == 12 and results["grid8"]["policy"]["successes"] == 6
   md = readout.table(results)
   assert "| grid8 | 0.0600 | 0.1200 | 0.3000 | 0.1200 (tau_v 1) | 0.500 | 0.75 (12/16) | 0.38 (6/16) |" in md
+  assert "* a diagnostic" not in md
+  # a privileged-future variant reads the true future joints in every column: marked, and never rolled out
+  assert readout.privileged("grid8_privileged_future_state") and not readout.privileged("grid8")
+  md = readout.table({"grid8_privileged_future_state": results["grid8"]})
+  assert "| grid8_privileged_future_state * |" in md and "\\* a diagnostic fed the window's true future joints" in md
   vam = os.path.join(out, "demos", "vam_8")
   evaluation = dict(_evaluation(3000, 5), future_oracle=_oracle(0.1, 0.1))
   _report(os.path.join(vam, "eval", "report.json"), [evaluation])

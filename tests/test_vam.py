@@ -203,3 +203,5 @@ def test_vam_closed_loop_evaluation_in_a_separate_process(stage2):
   assert os.path.exists(os.path.join(stage2["vam"], "eval_foresight", "report.json"))
   with pytest.raises(ValueError, match="foresight"):  # a policy without a video model has no future to read
     evaluate.evaluate(stage2["video"], agent="foresight")
+  with pytest.raises(ValueError, match="temporal_ensemble"):  # it would execute chunks unlike the policy row
+    evaluate.evaluate(stage2["vam"], agent="foresight", overrides=overrides + [("eval.temporal_ensemble", "True")])

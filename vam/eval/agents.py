@@ -190,6 +190,9 @@ def foresight(restored, env, embodiment: str, replan_every: int, sample_steps: i
   never the expert's actions. The expert's phase (its memory: approach, push, ...) carries over from where its
   copy stood `replan_every` steps ahead. The ceiling of what stage 1 can buy the decoder."""
   cfg = restored.config
+  if not 1 <= replan_every <= cfg.data.action_horizon:
+    raise ValueError(f"config.eval.replan_every={replan_every} must be in [1, data.action_horizon="
+                     f"{cfg.data.action_horizon}]")
   act = chunk_fn(restored, embodiment, sample_steps, control, noise_scale, oracle_tau_v=tau_v)
   offsets = future_offsets(restored)
 

@@ -39,6 +39,10 @@ def evaluate(workdir: str, step: int | None = None, out: str | None = None, over
   if agent == "foresight" and cfg.model.name != "vam":
     raise ValueError(f"--agent=foresight: {workdir} holds a {cfg.model.name!r} model; foresight rollouts give a "
                      "video-action model's decoder the true future (config.model.name='vam')")
+  if cfg.model.get("future_state_privileged", False):
+    raise ValueError(f"{workdir}: config.model.future_state_privileged=True feeds the decoder the true future joints, "
+                     "a diagnostic with no inference path and nothing to roll out: score it with the future oracle "
+                     "(vam.eval.offline.future_oracle; experiments/readout.py)")
   out = os.path.abspath(out or default_out(workdir, agent))
   os.makedirs(out, exist_ok=True)
   if cfg.model.name in registry.VIDEO_MODELS:  # evaluated offline on held-out clips (vam/eval/video.py)
@@ -66,6 +70,9 @@ def evaluate(workdir: str, step: int | None = None, out: str | None = None, over
     if agent == "policy":
       a = agents.from_eval_config(restored, emb, ec)
     elif agent == "foresight":
+      if ec.temporal_ensemble:  # the policy row would execute chunks another way than the foresight row
+        raise ValueError("--agent foresight executes each chunk's first config.eval.replan_every actions; "
+                         "config.eval.temporal_ensemble=True is for the policy agent only: set it False to compare")
       a = agents.foresight(restored, runner.env, emb, ec.replan_every, ec.sample_steps, ec.control, ec.noise_scale,
                            ec.foresight_tau_v)
     else:

@@ -70,9 +70,11 @@ def action_error_by_tau_v(restored, data_dir: str, taus, windows_count: int, bat
                                         tau_v=float(t), noise_scale=noise_scale) for t in taus}
 
 
-# Keys the oracle's paths read beyond INFERENCE_KEYS: the window's true future (frames or stored latents) and the
-# context's stored latents (a VAM trained on stored latents reads them, as in training); `future_proprio` only
-# reaches a decoder of the privileged-future diagnostic (`model.future_state_privileged`), in every row.
+# Keys the oracle's paths read beyond INFERENCE_KEYS: the window's true future (frames, or stored latents where a
+# batch carries them; `heldout_windows` gives pixels, which the frozen autoencoder encodes as at inference) and
+# `future_proprio`, which only a decoder of the privileged-future diagnostic (`model.future_state_privileged`)
+# reads -- in *every* row, so for such a decoder "context_only", "imagined" and "other_future" mean the context /
+# imagined / another window's frames *plus the window's own true future joints*.
 FUTURE_KEYS = ("future_images", "context_latents", "future_latents", "future_proprio")
 
 
@@ -136,7 +138,8 @@ def future_oracle(restored, data_dir: str, windows_count: int, batch_size: int, 
     preds["imagined"] = imagined(restored.params, inputs, rng)
     preds["hold"] = batch["hold_actions"]
     if has_probe:
-      m = batch["future_mask"]
+      # as in training: labelled windows only (a video-only window's proprio is zeros, which "now" matches)
+      m = batch["future_mask"] & batch["action_mask"].any(axis=(1, 2))[:, None]
       for name, (b, t) in (("true_future@0", (inputs, 0.0)), ("other_future@0", (rolled, 0.0)),
                            ("context_only", (inputs, 1.0))):
         est = np.asarray(estimate(restored.params, b, rng, t))
