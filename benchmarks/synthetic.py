@@ -9,8 +9,9 @@ from vam.models import registry
 
 
 def window(config, space, image_size: int, embodiment: str = "arm6") -> dict:
-  """One window (no batch axis): frames, instruction, proprio, an `embodiment` action chunk with its masks, and
-  -- for models with a video autoencoder -- stored context/future latents."""
+  """One window (no batch axis): frames, instruction, proprio, an `embodiment` action chunk with its masks, the
+  privileged task state (where config.model.privileged_dim is set), the future frames' proprio, and -- for models
+  with a video autoencoder -- stored context/future latents."""
   d = config.data
   rng = np.random.default_rng(0)
   mask = np.zeros((d.action_horizon, space.dim), bool)
@@ -23,6 +24,10 @@ def window(config, space, image_size: int, embodiment: str = "arm6") -> dict:
                          ).astype(np.float32),
       actions=rng.normal(size=(d.action_horizon, space.dim)).astype(np.float32),
       action_mask=mask, mapped_mask=np.zeros_like(mask))
+  if config.model.get("privileged_dim", 0) > 0:  # the simulator's task state (the privileged-state probe reads it)
+    out["privileged"] = rng.normal(size=(config.model.privileged_dim,)).astype(np.float32)
+  if d.get("future_frames", 0) > 0:  # the proprio at the future frames (the future-state probe's target)
+    out["future_proprio"] = rng.normal(size=(d.future_frames, len(out["proprio"]))).astype(np.float32)
   if registry.check_name(config) in ("video_dit", "vam"):
     ae = registry.autoencoder_config(registry.video_section(config).model)
     size = image_size // ae.spatial_factor
