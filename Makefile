@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 OUT    ?= out/demo
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo data stage1 video video-eval test test-fast bench ladder long video-horizon demos readout reliability clean
+.PHONY: setup demo data stage1 video video-eval test test-fast bench gpu-bench ladder long video-horizon demos readout reliability clean
 
 setup: $(STAMP)
 
@@ -67,6 +67,9 @@ bench: setup
 	test -d $(OUT)/data/sim_robot || $(MAKE) data
 	$(BIN)/python -m benchmarks.train --config experiments/quickstart.py --config.data_dir=$(OUT)/data \
 	    --out benchmarks/results/train.json
+	# The baseline's and the VAM's train steps, current recipe vs old side by side, and where their time goes
+	# (trace in out/profile/<model>; README "Train-step speed").
+	$(BIN)/python -m benchmarks.step --profile out/profile --out benchmarks/results/step.json
 	$(BIN)/python -m benchmarks.video_dit --out benchmarks/results/video_dit.json
 	$(BIN)/python -m benchmarks.vam --out benchmarks/results/vam.json
 	$(BIN)/python -m benchmarks.scaling --out benchmarks/results/scaling.json
@@ -82,6 +85,11 @@ bench: setup
 	    --workdir out/bench/vam --config.data_dir=$(OUT)/data --config.model.video_workdir=$(OUT)/video \
 	    --config.total_steps=2 --config.checkpoint_every=2
 	$(BIN)/python -m benchmarks.serve --baseline $(OUT)/baseline --vam out/bench/vam --out benchmarks/results/serve.json
+
+# GPU readiness (benchmarks/gpu.sh): the bf16 train steps at sizes small and base with MFU against the measured and
+# the data-sheet peak on an NVIDIA GPU; elsewhere it says what it skipped and checks itself at tiny sizes on CPU.
+gpu-bench: setup
+	bash benchmarks/gpu.sh
 
 # The diagnostic ladder on the demo's datasets (README "Diagnostic ladder"): demo replay, the privileged-state
 # policy, one-batch overfitting, and the offline errors of the demo's policies next to hold-still / repeat-last.

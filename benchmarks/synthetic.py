@@ -8,10 +8,22 @@ from vam.input import windows
 from vam.models import registry
 
 
+def vam_config(tiny: bool = False):
+  """experiments/mutual_pretrain.py with the quickstart video model's config in place of the one training adopts
+  from a stage-1 run (tiny: both tiny): a VAM to time without a trained video model."""
+  from vam import config as config_lib  # pylint: disable=g-import-not-at-top
+  video = config_lib.load("experiments/video_pretrain.py:" + ("tiny" if tiny else "quickstart"))
+  config = config_lib.load("experiments/mutual_pretrain.py" + (":tiny" if tiny else ""))
+  with config.unlocked():
+    config.model.video = video.model  # what training adopts from the stage-1 run
+  return config
+
+
 def window(config, space, image_size: int, embodiment: str = "arm6") -> dict:
   """One window (no batch axis): frames, instruction, proprio, an `embodiment` action chunk with its masks, the
   privileged task state (where config.model.privileged_dim is set), the future frames' proprio, and -- for models
-  with a video autoencoder -- stored context/future latents."""
+  with a video autoencoder -- stored context/future latents and the frames they encode (the model reads one or the
+  other, by config.data.use_latents)."""
   d = config.data
   rng = np.random.default_rng(0)
   mask = np.zeros((d.action_horizon, space.dim), bool)
@@ -33,7 +45,10 @@ def window(config, space, image_size: int, embodiment: str = "arm6") -> dict:
     size = image_size // ae.spatial_factor
     latents = lambda n: rng.normal(size=(n, size, size, ae.latent_channels)).astype(np.float32)
     out.update(context_latents=latents(d.context_frames), future_latents=latents(d.future_frames),
-               future_mask=np.ones((d.future_frames,), bool))
+               future_mask=np.ones((d.future_frames,), bool),
+               images=rng.integers(0, 255, (d.context_frames * ae.temporal_factor, image_size, image_size, 3), np.uint8),
+               future_images=rng.integers(0, 255, (d.future_frames * ae.temporal_factor, image_size, image_size, 3),
+                                          np.uint8))
   return out
 
 

@@ -27,22 +27,16 @@ flags.DEFINE_integer("steps", 5, "timed train steps per size")
 flags.DEFINE_integer("repeats", 20, "timed chunks per latency measurement")
 flags.DEFINE_integer("batch_size", 32, "global batch of the train-step measurement")
 flags.DEFINE_integer("image_size", 64, "frame size")
+flags.DEFINE_bool("latency", True, "also measure one chunk's latency, VAM vs baseline")
+flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16"], "config.compute_dtype of the train steps "
+                  "(bfloat16: bf16 matmuls/convs, f32 master weights; the peak is then measured in bf16)")
 FLAGS = flags.FLAGS
-DECODERS = dict(  # width, depth, heads of the action decoder (the video model is the quickstart one)
+DECODERS = dict(  # width, depth, heads of the action decoder (the video model is the quickstart one; tiny: tiny)
+    tiny=dict(width=32, depth=1, heads=2),
     quickstart=dict(width=128, depth=3, heads=4),
     small=dict(width=384, depth=6, heads=6),
     base=dict(width=768, depth=12, heads=12),
 )
-
-
-def vam_config(size: str, batch_size: int):
-  video = config_lib.load("experiments/video_pretrain.py:quickstart")
-  config = config_lib.load("experiments/mutual_pretrain.py")
-  with config.unlocked():
-    config.model.video = video.model  # what training adopts from the stage-1 run
-    config.model.decoder.update(DECODERS[size])
-    config.batch_size = batch_size
-  return config
 
 
 def main(argv):
@@ -55,15 +49,21 @@ def main(argv):
   from vam.models import registry  # pylint: disable=g-import-not-at-top
   from vam.train import metrics, sharding, train  # pylint: disable=g-import-not-at-top
 
-  peak = metrics.measure_peak_flops()
-  res = dict(peak_matmul=dict(flops_per_s=peak), train={}, latency={})
+  peak = metrics.measure_peak_flops(dtype=jax.numpy.dtype(FLAGS.compute_dtype))
+  spec = metrics.spec_peak_flops(FLAGS.compute_dtype)
+  res = dict(peak_matmul=dict(flops_per_s=peak, spec_flops_per_s=spec, dtype=FLAGS.compute_dtype), train={},
+             latency={})
   ratios = {}
 
   # ---- Train steps per decoder size ----
   for size in FLAGS.sizes:
     if size not in DECODERS:
       raise ValueError(f"--sizes: unknown size {size!r}; valid: {list(DECODERS)}")
-    config = vam_config(size, FLAGS.batch_size)
+    config = synthetic.vam_config(size == "tiny")
+    with config.unlocked():
+      config.model.decoder.update(DECODERS[size])
+      config.batch_size = FLAGS.batch_size
+      config.compute_dtype = FLAGS.compute_dtype
     space = embodiment.ActionSpace(tuple(config.data.embodiments))
     example = synthetic.window(config, space, FLAGS.image_size)
     mesh = sharding.make_mesh(dict(config.mesh))
@@ -72,7 +72,8 @@ def main(argv):
     res["train"][size] = dict(decoder=DECODERS[size], params=prog.num_params, trainable=prog.num_trainable,
                               batch_size=config.batch_size, flops_per_step=prog.flops_per_step,
                               step_time_s=step_time, examples_per_s=config.batch_size / step_time,
-                              mfu=prog.flops_per_step / step_time / peak, memory=prog.memory)
+                              mfu=prog.flops_per_step / step_time / peak, memory=prog.memory,
+                              mfu_vs_spec=prog.flops_per_step / step_time / spec if spec else None)
     ratios[f"mfu_{size}"] = res["train"][size]["mfu"]
     print(f"train {size}: {prog.num_trainable / 1e6:.1f}M trainable of {prog.num_params / 1e6:.1f}M, "
           f"{step_time:.3f} s/step, MFU {100 * ratios[f'mfu_{size}']:.1f}%", flush=True)
@@ -98,7 +99,13 @@ def main(argv):
     return dict(median_ms=1e3 * float(np.median(times)), p90_ms=1e3 * float(np.percentile(times, 90)),
                 compile_s=compile_s, chunk=list(example["action_mask"].shape))
 
-  vam = vam_config("quickstart", 1)
+  if not FLAGS.latency:
+    report.write(FLAGS.out, "vam", dict(decoders={s: DECODERS[s] for s in FLAGS.sizes}, image_size=FLAGS.image_size,
+                                        compute_dtype=FLAGS.compute_dtype), res, ratios)
+    return
+  vam = synthetic.vam_config(False)
+  with vam.unlocked():
+    vam.batch_size = 1
   baseline = config_lib.load("experiments/quickstart.py")
   res["latency"]["vam_tau_v_1"] = latency(vam, lambda m, o, rng: m.sample(o, rng, tau_v=1.0))
   res["latency"]["vam_tau_v_0.5"] = latency(vam, lambda m, o, rng: m.sample(o, rng, tau_v=0.5))

@@ -77,7 +77,7 @@ def decoder(tiny: bool = False, global_cond: bool = False, gate_init: float = 0.
   decoder predicts")."""
   return dict(width=32 if tiny else 128, depth=1 if tiny else 3, heads=2 if tiny else 4, mlp_ratio=4,
               time_dim=32 if tiny else 128, bilinear_rank=4 if tiny else 16, global_cond=global_cond,
-              gate_init=gate_init, prediction=prediction)
+              gate_init=gate_init, prediction=prediction, stacked_memory_kv=True)
 
 
 def vam_model(tiny: bool, video_workdir: str = "out/demo/video") -> ml_collections.ConfigDict:
@@ -174,5 +174,10 @@ def run(c: ml_collections.ConfigDict, *, total_steps: int, batch_size: int, log_
   # splits the video DiT's tokens), the matmul dtype (parameters stay float32), and micro-batches per step.
   c.mesh = {"data": -1, "fsdp": 1, "tensor": 1, "sequence": 1}
   c.compute_dtype = "float32"  # float32 | bfloat16
+  # XLA options of the compiled train step on CPU (ignored elsewhere; vam/train/train.py `compiler_options`).
+  # XLA's default hands convolutions and elementwise fusions to YNNPACK, which runs this repo's small convs and
+  # norms slowly: matmuls only is 1.5x faster per step for the baseline on this 2-core AVX-512 CPU
+  # (benchmarks.step: current vs old recipe). {} = XLA's default.
+  c.compiler_options = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
   c.grad_accum_steps = 1  # the global batch is split into this many sequential micro-batches
   c.checkpoint_async = True

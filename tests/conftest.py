@@ -46,3 +46,25 @@ def stage1(tiny_data_dir, tmp_path_factory):
       "model.autoencoder_workdir": ae, "data.use_latents": True, "total_steps": 10,
       "data.embodiments": ["human_hand", "arm6"]}), video)  # the tiny robot data has arm6 only
   return dict(ae=ae, video=video, data=tiny_data_dir, result=result, root=root)
+
+
+@pytest.fixture(scope="session")
+def tiny_baseline(tiny_data_dir, tmp_path_factory):
+  """A tiny image baseline trained 4 steps (a checkpoint to serve, evaluate and benchmark; not a good policy)."""
+  from vam.train import train as train_lib  # pylint: disable=g-import-not-at-top
+  w = str(tmp_path_factory.mktemp("tiny_baseline"))
+  train_lib.train(experiment_config("quickstart.py:tiny", data_dir=tiny_data_dir, total_steps=4, log_every=2,
+                                    checkpoint_every=4), w)
+  return w
+
+
+@pytest.fixture(scope="session")
+def stage2(stage1, tmp_path_factory):
+  """A tiny VAM (stage 2) trained 10 steps on the tiny stage-1 video model (tests of stage 2, the policy server's
+  benchmark)."""
+  from vam.train import train as train_lib  # pylint: disable=g-import-not-at-top
+  w = str(tmp_path_factory.mktemp("stage2") / "vam")
+  result = train_lib.train(experiment_config("mutual_pretrain.py:tiny", data_dir=stage1["data"], **{
+      "model.video_workdir": stage1["video"], "data.use_latents": True,
+      "data.embodiments": ["human_hand", "arm6"]}), w)  # the tiny robot data has arm6 only
+  return dict(stage1, vam=w, vam_result=result)

@@ -13,7 +13,6 @@ import time
 import numpy as np
 import pytest
 
-from vam import config as config_lib
 from vam.serve import client as client_lib
 from vam.serve import process
 from vam.serve import wire
@@ -27,13 +26,8 @@ EVAL = [("eval.embodiments", "['arm6']"), ("eval.tasks", "['reach']"), ("eval.mo
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_data_dir, tmp_path_factory):
-  from vam.train import train as train_lib  # pylint: disable=g-import-not-at-top
-  w = str(tmp_path_factory.mktemp("served"))
-  overrides = dict(data_dir=tiny_data_dir, total_steps="4", log_every="2", checkpoint_every="4")
-  train_lib.train(config_lib.load(os.path.join(ROOT, "experiments", "quickstart.py") + ":tiny",
-                                  list(overrides.items())), w)
-  return w
+def trained(tiny_baseline):
+  return tiny_baseline
 
 
 @pytest.fixture(scope="module")

@@ -107,14 +107,6 @@ def _tree_equal(a, b) -> bool:
   return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-@pytest.fixture(scope="module")
-def stage2(stage1, tmp_path_factory):
-  w = str(tmp_path_factory.mktemp("stage2") / "vam")
-  result = train_lib.train(experiment_config("mutual_pretrain.py:tiny", data_dir=stage1["data"], **{
-      "model.video_workdir": stage1["video"], "data.use_latents": True, "data.embodiments": SPACE_NAMES}), w)
-  return dict(stage1, vam=w, vam_result=result)
-
-
 @pytest.mark.slow
 def test_vam_trains_on_a_frozen_video_model(stage2):
   video, _, _ = checkpoints.restore_params(stage2["video"])

@@ -38,6 +38,10 @@ class DecoderConfig:
   # What the output layer predicts (vam.flow.PREDICTIONS): the velocity, or the clean chunk turned into the
   # velocity it implies (the decoder returns a velocity either way).
   prediction: str = "velocity"
+  # The cross-attention keys and values of the memory, which every block and every flow step reads unchanged:
+  # True computes all blocks' in one matmul (`layers.stacked_keys_values`; the sampler then once per chunk, not
+  # per Euler step); False, each block its own, every call (the same numbers, slower).
+  stacked_memory_kv: bool = True
 
   def __post_init__(self):
     if self.prediction not in flow.PREDICTIONS:
@@ -53,9 +57,9 @@ class Block(nnx.Module):
     self.mlp = layers.Mlp(d, cfg.mlp_ratio * d, d, rngs=rngs)
     self.ada = layers.AdaLN(d, d, 3, gate_init=cfg.gate_init, rngs=rngs)
 
-  def __call__(self, x, cond, cond_mask, c):
+  def __call__(self, x, cond, cond_mask, c, kv=None):
     s1, g1, a1, s2, g2, a2, s3, g3, a3 = self.ada(c)
-    x = x + a1 * self.cross(layers.modulate(self.norms[0](x), s1, g1), cond, cond_mask)
+    x = x + a1 * self.cross(layers.modulate(self.norms[0](x), s1, g1), cond, cond_mask, kv=kv)
     x = x + a2 * self.self_attn(layers.modulate(self.norms[1](x), s2, g2))
     return x + a3 * self.mlp(layers.modulate(self.norms[2](x), s3, g3))
 
@@ -79,11 +83,20 @@ class ActionDecoder(nnx.Module):
     self.final_ada = layers.AdaLN(d, d, 1, rngs=rngs)
     self.out = nnx.Linear(d, cfg.action_dim, kernel_init=nnx.initializers.zeros, rngs=rngs)
 
-  def __call__(self, noisy_actions, tau_a, proprio, cond, *, cond_mask=None, tau_v=None, proprio_dropped=None):
+  def memory_kv(self, cond):
+    """Each block's cross-attention (keys, values) of the memory cond (B, M, cond_dim): what `__call__` takes as
+    `memory_kv` (a sampler computes it once for all its flow steps). None without `stacked_memory_kv`."""
+    if not self.cfg.stacked_memory_kv:
+      return None
+    return layers.stacked_keys_values([block.cross for block in self.blocks], cond)
+
+  def __call__(self, noisy_actions, tau_a, proprio, cond, *, cond_mask=None, tau_v=None, proprio_dropped=None,
+               memory_kv=None):
     """Velocity (B, H_a, A) of `noisy_actions` (B, H_a, A) at flow time tau_a (B,).
 
     proprio (B, P); cond (B, M, cond_dim) with optional cond_mask (B, M); tau_v (B,) for the VAM (the
-    image baseline passes None); proprio_dropped (B,) bool replaces proprio with the mask token.
+    image baseline passes None); proprio_dropped (B,) bool replaces proprio with the mask token;
+    memory_kv: `memory_kv(cond)`, computed once by a caller that calls the decoder several times on one cond.
     """
     cfg = self.cfg
     e_a = layers.timestep_embedding(tau_a, cfg.time_dim)
@@ -99,8 +112,9 @@ class ActionDecoder(nnx.Module):
     if proprio_dropped is not None:
       p = jnp.where(proprio_dropped[:, None], self.proprio_mask_token.value[None], p)
     x = jnp.concatenate([p[:, None], self.action_in(noisy_actions)], axis=1) + self.pos.value[None]
-    for block in self.blocks:
-      x = block(x, cond, cond_mask, c)
+    memory_kv = self.memory_kv(cond) if memory_kv is None else memory_kv
+    for i, block in enumerate(self.blocks):
+      x = block(x, cond, cond_mask, c, kv=None if memory_kv is None else memory_kv[i])
     shift, scale, _ = self.final_ada(c)
     out = self.out(layers.modulate(self.final_norm(x), shift, scale))[:, 1:]
     return flow.velocity_from_x0(noisy_actions, out, tau_a) if cfg.prediction == "x0" else out

@@ -60,12 +60,15 @@ class FlowPolicy(nnx.Module):
     tau = flow.sample_time(k_t, (b,), self.cfg.action_time_sampler)
     eps = jax.random.normal(k_eps, x0.shape, x0.dtype)
     dropped = jax.random.bernoulli(k_drop, self.cfg.proprio_dropout, (b,))
-    features = self.features(batch, k_aug)
+    with jax.named_scope("observation_encoder"):
+      features = self.features(batch, k_aug)
     cond, cond_mask = self._context(batch, features)
-    v = self.decoder(flow.interpolate(x0, eps, tau), tau, batch["proprio"], cond, cond_mask=cond_mask,
-                     proprio_dropped=dropped)
+    with jax.named_scope("action_decoder"):
+      v = self.decoder(flow.interpolate(x0, eps, tau), tau, batch["proprio"], cond, cond_mask=cond_mask,
+                       proprio_dropped=dropped)
     flow_loss = flow.loss(v, x0, eps, mask, flow.sample_weight(tau, self.cfg.action_loss))
-    aux, metrics = self.auxiliary_loss(batch, features)
+    with jax.named_scope("auxiliary"):
+      aux, metrics = self.auxiliary_loss(batch, features)
     # valid_entries: the masked mean's denominator (gradient accumulation weights micro-batches by it)
     return flow_loss + aux, {"flow_loss": flow_loss, "valid_entries": jnp.sum(mask.astype(jnp.float32)), **metrics}
 
@@ -73,7 +76,8 @@ class FlowPolicy(nnx.Module):
     """Action chunk (B, H_a, A) by Euler integration from noise (tau 1 -> 0); `noise_scale` is the sampling
     temperature (`flow.initial_noise`)."""
     cond, cond_mask = self.condition(batch)
-    velocity = lambda x, tau: self.decoder(x, tau, batch["proprio"], cond, cond_mask=cond_mask)
+    kv = self.decoder.memory_kv(cond)  # the memory's keys and values: once per chunk, not per Euler step
+    velocity = lambda x, tau: self.decoder(x, tau, batch["proprio"], cond, cond_mask=cond_mask, memory_kv=kv)
     noise = flow.initial_noise(rng, batch["action_mask"].shape, noise_scale)
     steps = flow.sampling_steps(self.cfg.action_time_sampler, num_steps or self.cfg.sample_steps)
     return flow.euler(velocity, noise, steps)

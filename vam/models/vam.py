@@ -145,7 +145,10 @@ class VideoActionModel(nnx.Module):
 
   def training_features(self, batch, tau_v, rng):
     """Teacher forcing: (B, N, D) features of the ground-truth future noised to tau_v (B,)."""
-    return self.features(self.video.hidden_states(batch, tau_v, self.cfg.layer, rng))
+    with jax.named_scope("video_model"):  # the scopes name the parts in benchmarks/profile.py
+      hidden = self.video.hidden_states(batch, tau_v, self.cfg.layer, rng)
+    with jax.named_scope("readout"):
+      return self.features(hidden)
 
   def loss(self, batch, rng):
     """Own-action + mapped-action flow-matching losses. Returns (loss, metrics)."""
@@ -156,7 +159,9 @@ class VideoActionModel(nnx.Module):
     tau_v = flow.sample_time(k_v, (b,), self.cfg.tau_v_sampler)
     at_inference = jax.random.bernoulli(k_match, self.cfg.tau_v_inference_fraction, (b,))
     tau_v = jnp.where(at_inference, self.cfg.tau_v, tau_v)
-    tokens = self.tokens(self.training_features(batch, tau_v, k_h))
+    tokens = self.training_features(batch, tau_v, k_h)
+    with jax.named_scope("readout"):
+      tokens = self.tokens(tokens)
     tau_a = flow.sample_time(k_a, (b,), self.cfg.action_time_sampler)
     eps = jax.random.normal(k_eps, x0.shape, x0.dtype)
     k_drop, k_ctx = jax.random.split(k_drop)
@@ -165,8 +170,9 @@ class VideoActionModel(nnx.Module):
     if self.cfg.context_dropout > 0:
       hide = jax.random.bernoulli(k_ctx, self.cfg.context_dropout, (b,)) & (tau_v < 1.0)
       visible = self.memory_mask(memory.shape[1], hide)
-    v = self.decoder(flow.interpolate(x0, eps, tau_a), tau_a, self.decoder_proprio(batch, tokens), memory,
-                     cond_mask=visible, tau_v=tau_v, proprio_dropped=dropped)
+    with jax.named_scope("action_decoder"):
+      v = self.decoder(flow.interpolate(x0, eps, tau_a), tau_a, self.decoder_proprio(batch, tokens), memory,
+                       cond_mask=visible, tau_v=tau_v, proprio_dropped=dropped)
     weight = flow.sample_weight(tau_a, self.cfg.action_loss)
     own_loss = flow.loss(v, x0, eps, mask & ~mapped, weight)
     mapped_loss = flow.loss(v, x0, eps, mapped, weight)
@@ -175,12 +181,14 @@ class VideoActionModel(nnx.Module):
     metrics = {"own_action_loss": own_loss, "mapped_action_loss": mapped_loss,
                "valid_entries": jnp.sum((mask & ~mapped).astype(jnp.float32))}
     if self.probe is not None:  # shapes the trainable feature layers (the video model stays frozen)
-      aux, probe_metrics = self.probe(tokens, batch["privileged"])
+      with jax.named_scope("auxiliary"):
+        aux, probe_metrics = self.probe(tokens, batch["privileged"])
       loss, metrics = loss + aux, dict(metrics, **probe_metrics)
     if self.future_state is not None:  # where the robot will be, for action-labelled windows' existing frames
       labelled = jnp.any(mask, axis=(1, 2))
-      aux, future_metrics = self.future_state(tokens, batch["future_proprio"],
-                                              batch["future_mask"] & labelled[:, None])
+      with jax.named_scope("auxiliary"):
+        aux, future_metrics = self.future_state(tokens, batch["future_proprio"],
+                                                batch["future_mask"] & labelled[:, None])
       loss, metrics = loss + aux, dict(metrics, **future_metrics)
     return loss, metrics
 
@@ -256,7 +264,8 @@ class VideoActionModel(nnx.Module):
   def sample_actions(self, batch, cond, tau_v, rng, num_steps=None, noise_scale: float = 1.0):
     tokens = self.tokens(cond)
     cond, proprio = self.with_estimate(tokens, self._given_future_state(batch)), self.decoder_proprio(batch, tokens)
-    velocity = lambda x, tau: self.decoder(x, tau, proprio, cond, tau_v=tau_v)
+    kv = self.decoder.memory_kv(cond)  # the memory's keys and values: once per chunk, not per Euler step
+    velocity = lambda x, tau: self.decoder(x, tau, proprio, cond, tau_v=tau_v, memory_kv=kv)
     noise = flow.initial_noise(rng, batch["action_mask"].shape, noise_scale)
     return flow.euler(velocity, noise, flow.sampling_steps(self.cfg.action_time_sampler,
                                                            num_steps or self.cfg.sample_steps))

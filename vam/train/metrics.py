@@ -75,6 +75,25 @@ def measure_peak_flops(size: int | None = None, dtype=None, min_seconds: float =
   return per_device if on_cpu else per_device * jax.device_count()
 
 
+# Dense (no sparsity) peak FLOP/s per chip from the vendors' data sheets, by device kind and dtype: the denominator
+# of "MFU against the device's peak" (benchmarks/gpu.sh), beside the measured matmul's.
+SPEC_PEAK_FLOPS = {
+    "H200": {"bfloat16": 989e12, "float32": 67e12},
+    "H100": {"bfloat16": 989e12, "float32": 67e12},  # SXM; the PCIe card is ~756e12 bf16
+    "A100": {"bfloat16": 312e12, "float32": 19.5e12},
+    "L4": {"bfloat16": 121e12, "float32": 30e12},
+}
+
+
+def spec_peak_flops(dtype: str = "bfloat16") -> float | None:
+  """The data-sheet peak of all devices together for `dtype` (SPEC_PEAK_FLOPS), or None (CPUs, unknown chips)."""
+  kind = jax.devices()[0].device_kind
+  for name, peaks in SPEC_PEAK_FLOPS.items():
+    if name in kind and dtype in peaks:
+      return peaks[dtype] * jax.device_count()
+  return None
+
+
 def compiled_flops(compiled) -> float:
   """Total FLOPs of one call of a compiled (possibly SPMD-partitioned) function; NaN if XLA gives none."""
   try:

@@ -359,9 +359,10 @@ def make_train_step(bind, tx, lr_schedule, ema_decay: float, mask=None, accum_st
       (loss, aux), grads = grad_fn(state["params"], batch, rng)
     else:
       (loss, aux), grads = accumulated(state["params"], batch, rng)
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
-    ema = optim.ema_update(ema, params, step, ema_decay, mask)
+    with jax.named_scope("optimizer"):  # (benchmarks/profile.py attributes time and FLOPs by these scopes)
+      updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+      params = optax.apply_updates(state["params"], updates)
+      ema = optim.ema_update(ema, params, step, ema_decay, mask)
     metrics = dict(aux, loss=loss, grad_norm=optax.global_norm(grads), param_norm=optax.global_norm(params),
                    lr=lr_schedule(step))
     return dict(step=step + 1, params=params, opt_state=opt_state, rng=state["rng"]), ema, metrics
@@ -374,6 +375,7 @@ class Program:
   """The jitted pieces of one config on one mesh (shared by the loop and the benchmarks)."""
   init: Callable  # rng -> (state, ema), placed on their shardings
   step: Any  # compiled (state, ema, batch) -> (state, ema, metrics); state and ema are donated
+  step_fn: Callable  # the same step as a Python function (what was jitted; benchmarks/profile.py traces it)
   abstract_state: Any
   abstract_ema: Any
   state_shardings: Any
@@ -387,6 +389,15 @@ class Program:
   image_size: int
   input_keys: tuple[str, ...]
   binder: registry.Binder  # pure params -> the model (host-side helpers reuse it)
+
+
+def compiler_options(config) -> dict | None:
+  """The XLA options `config.compiler_options` (DebugOptions fields, e.g. xla_cpu_experimental_ynn_fusion_type)
+  for a compile on this backend: on CPU only (they name CPU options), None when there are none."""
+  options = dict(config.get("compiler_options", None) or {})
+  if not options or jax.default_backend() != "cpu":
+    return None
+  return {k: str(v) for k, v in options.items()}
 
 
 def build_program(config, space, image_size: int, example_window: dict, mesh) -> Program:
@@ -407,13 +418,13 @@ def build_program(config, space, image_size: int, example_window: dict, mesh) ->
   abstract_batch = {k: jax.ShapeDtypeStruct((config.batch_size,) + np.shape(v), np.asarray(v).dtype,
                                             sharding=data_sharding)
                     for k, v in example_window.items() if k in input_keys}
-  step = jax.jit(make_train_step(binder, tx, lr_schedule, config.optimizer.ema_decay,
-                                 None if everything_trains else mask, config.get("grad_accum_steps", 1)),
-                 in_shardings=(state_sh, ema_sh, data_sharding), out_shardings=(state_sh, ema_sh, None),
+  step_fn = make_train_step(binder, tx, lr_schedule, config.optimizer.ema_decay,
+                            None if everything_trains else mask, config.get("grad_accum_steps", 1))
+  step = jax.jit(step_fn, in_shardings=(state_sh, ema_sh, data_sharding), out_shardings=(state_sh, ema_sh, None),
                  donate_argnums=(0, 1))
   with jax.set_mesh(mesh):  # the mesh that activation constraints inside the model refer to
-    compiled = step.lower(abstract_state, abstract_ema, abstract_batch).compile()
-  return Program(init=jax.jit(init, out_shardings=(state_sh, ema_sh)), step=compiled,
+    compiled = step.lower(abstract_state, abstract_ema, abstract_batch).compile(compiler_options(config))
+  return Program(init=jax.jit(init, out_shardings=(state_sh, ema_sh)), step=compiled, step_fn=step_fn,
                  abstract_state=abstract_state, abstract_ema=abstract_ema, state_shardings=state_sh,
                  ema_shardings=ema_sh, data_sharding=data_sharding, abstract_batch=abstract_batch,
                  # a scanned loop's body is costed once: scale by the micro-batches it runs (the optimizer
