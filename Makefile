@@ -69,7 +69,7 @@ bench: setup
 	    --out benchmarks/results/train.json
 	# The baseline's and the VAM's train steps, current recipe vs old side by side, and where their time goes
 	# (trace in out/profile/<model>; README "Train-step speed").
-	$(BIN)/python -m benchmarks.step --profile out/profile --out benchmarks/results/step.json
+	$(BIN)/python -m benchmarks.step --recipes current,old,bf16 --profile out/profile --out benchmarks/results/step.json
 	$(BIN)/python -m benchmarks.video_dit --out benchmarks/results/video_dit.json
 	$(BIN)/python -m benchmarks.vam --out benchmarks/results/vam.json
 	$(BIN)/python -m benchmarks.scaling --out benchmarks/results/scaling.json

@@ -3,6 +3,8 @@
 import json
 import os
 import platform
+import subprocess
+import sys
 
 
 def machine() -> dict:
@@ -11,9 +13,22 @@ def machine() -> dict:
               devices=[str(d) for d in jax.devices()])
 
 
+def commit() -> str:
+  """This checkout's commit (with '+dirty' for uncommitted changes), or 'unknown' outside git."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  try:
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
+                           text=True, timeout=10)
+  except (OSError, subprocess.SubprocessError):
+    return "unknown"
+  return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if head.returncode == 0 else "unknown"
+
+
 def write(path: str, benchmark: str, config: dict, results: dict, ratios: dict) -> None:
-  """Writes the report to `path` and prints results and ratios."""
-  report = dict(benchmark=benchmark, machine=machine(), config=config, results=results, ratios=ratios)
+  """Writes the report (with the commit and the command that made it) to `path` and prints results and ratios."""
+  command = " ".join([f"python -m benchmarks.{benchmark}"] + sys.argv[1:])
+  report = dict(benchmark=benchmark, commit=commit(), command=command, machine=machine(), config=config, results=results, ratios=ratios)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with open(path, "w") as f:
     json.dump(report, f, indent=2)

@@ -11,8 +11,9 @@ model (`benchmarks.vam`). `--profile DIR` also traces each model's current-recip
 prints its top ops and its time and FLOPs by part (benchmarks/profile.py). `--smoke`: tiny configs, one round
 (what the tests run).
 
-Recipes (`RECIPES`): `current` is the configs as they are; `old` restores, by config keys, the recipe before the
-train-step work of issue 41 (what each key changed is in `RECIPES`' comments).
+Recipes (`RECIPES`): `current` is the configs as they are; `bf16` the same with bf16 matmuls and convolutions;
+`old` restores, by config keys, the recipe before the train-step work of issue 41 (what each key changed is in
+`RECIPES`' comments).
 """
 
 import sys
@@ -24,16 +25,21 @@ from benchmarks import profile as profile_lib
 from benchmarks import report, synthetic
 from vam import config as config_lib
 
-flags.DEFINE_string("out", "benchmarks/results/step.json", "where the JSON report goes")
-flags.DEFINE_list("models", ["baseline", "vam"], "which train steps: baseline | vam")
-flags.DEFINE_list("recipes", ["current", "old"], "recipes to time side by side (RECIPES)")
-flags.DEFINE_integer("steps", 6, "timed steps per program and round")
-flags.DEFINE_integer("rounds", 4, "interleaved timing rounds (the best is kept)")
-flags.DEFINE_integer("batch_size", 0, "global batch (0: the config's)")
-flags.DEFINE_string("profile", None, "trace each model's current step into this folder and report its ops/parts")
-flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16"], "config.compute_dtype of every recipe")
-flags.DEFINE_bool("smoke", False, "tiny configs and one short round (a check that the benchmark runs)")
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """The command line's flags (defined only when run as a program, so that importing `table` defines none)."""
+  flags.DEFINE_string("out", "benchmarks/results/step.json", "where the JSON report goes")
+  flags.DEFINE_list("models", ["baseline", "vam"], "which train steps: baseline | vam")
+  flags.DEFINE_list("recipes", ["current", "old"], "recipes to time side by side (RECIPES)")
+  flags.DEFINE_integer("steps", 6, "timed steps per program and round")
+  flags.DEFINE_integer("rounds", 4, "interleaved timing rounds (the best is kept)")
+  flags.DEFINE_integer("batch_size", 0, "global batch (0: the config's)")
+  flags.DEFINE_string("profile", None, "trace each model's current step into this folder and report its ops/parts")
+  flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16"], "config.compute_dtype of every recipe")
+  flags.DEFINE_bool("smoke", False, "tiny configs and one short round (a check that the benchmark runs)")
+
 
 IMAGE_SIZE = 64
 # Per model, the config overrides (dotted key -> its command-line text) of each recipe on top of its config.
@@ -43,6 +49,8 @@ _OLD_COMMON = {
 }
 RECIPES = {
     "current": {"baseline": {}, "vam": {}},
+    # the current recipe with bf16 matmuls and convolutions (f32 master weights): measured, not adopted on CPU
+    "bf16": {"baseline": {"compute_dtype": "bfloat16"}, "vam": {"compute_dtype": "bfloat16"}},
     "old": {
         "baseline": dict(_OLD_COMMON),
         "vam": dict(_OLD_COMMON),
@@ -60,11 +68,13 @@ def model_config(model: str, smoke: bool):
   raise ValueError(f"--models: unknown model {model!r}; valid: baseline, vam")
 
 
-def with_recipe(config, model: str, recipe: str, batch_size: int):
+def with_recipe(config, model: str, recipe: str, batch_size: int, compute_dtype: str):
+  """`config` of `model` under `recipe` (RECIPES; its compute dtype wins over `compute_dtype`)."""
   if recipe not in RECIPES:
     raise ValueError(f"--recipes: unknown recipe {recipe!r}; valid: {list(RECIPES)}")
-  overrides = dict(RECIPES[recipe][model], compute_dtype=FLAGS.compute_dtype,
-                   **({"batch_size": str(batch_size)} if batch_size else {}))
+  overrides = dict({"compute_dtype": compute_dtype}, **RECIPES[recipe][model])
+  if batch_size:
+    overrides["batch_size"] = str(batch_size)
   for key, text in overrides.items():
     config_lib.override(config, key, text)
   return config
@@ -84,7 +94,7 @@ def main(argv):
   runs = {}
   for model in FLAGS.models:
     for recipe in FLAGS.recipes:
-      config = with_recipe(model_config(model, FLAGS.smoke), model, recipe, FLAGS.batch_size)
+      config = with_recipe(model_config(model, FLAGS.smoke), model, recipe, FLAGS.batch_size, FLAGS.compute_dtype)
       space = embodiment.ActionSpace(tuple(config.data.embodiments))
       example = synthetic.window(config, space, IMAGE_SIZE)
       mesh = sharding.make_mesh(dict(config.mesh))
@@ -141,7 +151,31 @@ def main(argv):
                                        smoke=FLAGS.smoke, image_size=IMAGE_SIZE), res, ratios)
 
 
+def table(report: dict) -> str:
+  """The report as markdown: examples/s per model and recipe with the ratio to the old recipe, then each
+  profiled step's time and FLOPs by part."""
+  res = report["results"]
+  lines = ["| model | recipe | ms / step | examples / s | MFU (of the measured f32 matmul peak) | vs old |",
+           "|---|---|---|---|---|---|"]
+  for key, r in res.items():
+    if "/" not in key:
+      continue
+    model, recipe = key.split("/")
+    old = res.get(f"{model}/old")
+    ratio = f"**{r['examples_per_s'] / old['examples_per_s']:.2f}x**" if old and recipe != "old" else ""
+    lines.append(f"| {model} | {recipe} | {r['step_ms']:.0f} | {r['examples_per_s']:.1f} | {r['mfu']:.1%} | {ratio} |")
+  for model, prof in res.get("profile", {}).items():
+    lines += ["", f"| {model}: part | ms / step | share of op time | GFLOP / step | share of FLOPs | MFU of the part |",
+              "|---|---|---|---|---|---|"]
+    for part, p in prof["parts"].items():
+      mfu = f"{p['mfu']:.0%}" if p["gflop"] > 0 else ""
+      lines.append(f"| {part} | {p['ms']:.1f} | {p['time_fraction']:.1%} | {p['gflop']:.2f} | "
+                   f"{p['flop_fraction']:.1%} | {mfu} |")
+  return "\n".join(lines)
+
+
 if __name__ == "__main__":
+  define_flags()
   try:
     app.run(main)
   except (ValueError, FileNotFoundError) as e:

@@ -220,3 +220,27 @@ def test_compare_reads_evaluation_folders_and_reports_the_future_oracle(tmp_path
   assert "| true_future@0 | 0.0600 | 0.0600 | 0.0600 |" in md and "| imagined@1 | 0.1200 |" in md
   with pytest.raises(FileNotFoundError, match="evaluate the run first"):
     compare.compare({"none": str(tmp_path / "missing")})
+
+
+def test_readme_tables_are_written_from_their_json(tmp_path):
+  """experiments/tables.py: the README's result tables match their committed JSON (--check fails otherwise), a
+  changed JSON changes its table, and a README without a block is an error naming it."""
+  tables = _driver("tables")
+  with open(os.path.join(ROOT, "README.md")) as f:
+    readme = f.read()
+  assert tables.main(["--check", os.path.join(ROOT, "README.md")]) == 0
+  root = tmp_path / "repo"
+  (root / "results").mkdir(parents=True)
+  for name, (path, _) in tables.BLOCKS.items():
+    with open(os.path.join(ROOT, path)) as f:
+      doc = json.load(f)
+    if name == "train_step":
+      doc["results"]["baseline/current"]["examples_per_s"] *= 2  # a faster step must show in the table
+    (root / path).write_text(json.dumps(doc))
+  changed = tables.render(readme, root=str(root))
+  assert changed != readme
+  stale = tmp_path / "README.md"
+  stale.write_text(changed)
+  assert tables.main(["--check", str(stale)]) == 1
+  with pytest.raises(ValueError, match="train_step table"):
+    tables.render(readme.replace("<!-- train_step table -->", ""))

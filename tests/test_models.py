@@ -217,3 +217,28 @@ def test_state_policy_and_global_conditioning():
   assert nnx.jit(lambda m: m.sample(batch, jax.random.PRNGKey(2), num_steps=2))(model).shape == (b, 4, 10)
   with np.testing.assert_raises(ValueError):
     policies.StatePolicy(policies.PolicyConfig(enc, dec), rngs=nnx.Rngs(0))  # no privileged state to read
+
+
+def test_decoder_stacked_memory_keys_values_match_per_block_ones():
+  """ActionDecoder with stacked_memory_kv (all blocks' memory K/V in one matmul; the sampler's once-per-chunk
+  cache) computes what each block's own projections compute, outputs and gradients, with a mask."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  cfg = action_decoder.DecoderConfig(action_dim=5, proprio_dim=3, horizon=4, cond_dim=16, width=16, depth=2, heads=2,
+                                     time_dim=8, bilinear_rank=2, gate_init=1.0)
+  r = jax.random.split(jax.random.PRNGKey(3), 3)
+  x, cond = jax.random.normal(r[0], (2, 4, 5)), jax.random.normal(r[1], (2, 7, 16))
+  mask = jnp.array([[True] * 7, [True] * 4 + [False] * 3])
+  outs = []
+  for stacked in (True, False):
+    model = action_decoder.ActionDecoder(dataclasses.replace(cfg, stacked_memory_kv=stacked), rngs=nnx.Rngs(0))
+    model.out.kernel[...] = jax.random.normal(r[2], model.out.kernel[...].shape)  # a non-zero output layer
+    f = lambda m: m(x, jnp.array([0.3, 0.7]), jnp.ones((2, 3)), cond, cond_mask=mask)
+    grads = nnx.grad(lambda m: jnp.sum(f(m) ** 2))(model)
+    outs.append((f(model), jax.tree.leaves(nnx.state(grads))))
+    if stacked:  # the once-per-chunk cache gives the same velocity
+      np.testing.assert_allclose(f(model), model(x, jnp.array([0.3, 0.7]), jnp.ones((2, 3)), cond, cond_mask=mask,
+                                                  memory_kv=model.memory_kv(cond)), rtol=1e-6, atol=1e-6)
+  assert float(jnp.abs(outs[0][0]).max()) > 0.1
+  np.testing.assert_allclose(outs[0][0], outs[1][0], rtol=1e-5, atol=1e-5)
+  for a, b in zip(outs[0][1], outs[1][1]):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
