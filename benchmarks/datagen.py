@@ -1,6 +1,7 @@
 """Data-generation throughput: MJX Warp (physics, batch renderer) vs native MuJoCo, in one run.
 
     python -m benchmarks.datagen --out benchmarks/results/datagen.json [--embodiment arm6] [--batch 128]
+        [--steps 40] [--repeats 2] [--horizon 0]
 
 Measures, for the same scene and expert trajectories:
   warp_physics      env control steps/s and physics steps/s of the jitted batched rollout, no rendering
@@ -50,6 +51,8 @@ def main():
   p.add_argument("--batch", type=int, default=128)
   p.add_argument("--steps", type=int, default=40, help="control steps per rollout")
   p.add_argument("--repeats", type=int, default=2)
+  p.add_argument("--horizon", type=int, default=0,
+                 help="control steps of the dataset-builder batches (0: the longest of reach's and push's horizons)")
   args = p.parse_args()
 
   env = env_lib.Env(env_lib.EnvConfig(embodiment=args.embodiment, num_envs=args.batch, physics="mjx"))
@@ -116,7 +119,7 @@ def main():
 
   # The dataset builder's batches: it sorts episodes by task, so a batch holds one task (reach, then push),
   # recorded with frames; the previous builder ran every batch to the longest horizon of the tasks built.
-  horizon = max(tasks.HORIZON[t] for t in ("reach", "push"))
+  horizon = args.horizon or max(tasks.HORIZON[t] for t in ("reach", "push"))
   for key, e in (("dataset_batch", env), ("native_env_dataset_batch", native_env)):
     t_full = t_early = 0.0
     steps = {}

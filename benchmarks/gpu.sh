@@ -51,6 +51,6 @@ else
 fi
 echo "gpu.sh: CPU check of the same benchmarks at tiny sizes instead (bf16 compute, 1-2 steps)"
 $PY -m benchmarks.video_dit --sizes tiny --compute_dtype bfloat16 --steps 1 --batch_size 2 --out "$OUT/video_dit_cpu.json"
-$PY -m benchmarks.vam --sizes tiny --compute_dtype bfloat16 --steps 1 --batch_size 2 --repeats 1 --no_latency \
+$PY -m benchmarks.vam --sizes tiny --compute_dtype bfloat16 --steps 1 --batch_size 2 --repeats 1 --nolatency \
     --out "$OUT/vam_cpu.json"
 echo "gpu.sh: CPU check passed (reports in $OUT/*_cpu.json)"

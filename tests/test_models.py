@@ -240,5 +240,5 @@ def test_decoder_stacked_memory_keys_values_match_per_block_ones():
                                                   memory_kv=model.memory_kv(cond)), rtol=1e-6, atol=1e-6)
   assert float(jnp.abs(outs[0][0]).max()) > 0.1
   np.testing.assert_allclose(outs[0][0], outs[1][0], rtol=1e-5, atol=1e-5)
-  for a, b in zip(outs[0][1], outs[1][1]):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  for a, b in zip(outs[0][1], outs[1][1]):  # f32 sums in another order: relative to the gradient's scale
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(b).max())))

@@ -15,6 +15,7 @@ every save records a checksum per array and every restore compares them (`verify
 import `vam.train` (the eval harness restores params only).
 """
 
+import copy
 import hashlib
 import os
 
@@ -73,9 +74,24 @@ def directory(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), "checkpoints")
 
 
+def _save_replicas_whole_in_one_process() -> None:
+  """With one process, orbax's replica-parallel saving (each replica of a replicated array writes a slice of it)
+  has no hosts to spread the writing over, and it costs a compiled slice per array shape and device (~8 s of
+  compiles per checkpointed model on 8 CPU devices). One process saves each array from one replica, whole;
+  several processes keep orbax's default (on CPU and TPU: replica-parallel)."""
+  if jax.process_count() > 1:
+    return
+  default = ocp.type_handlers.get_type_handler(jax.Array)
+  if getattr(default, "_use_replica_parallel", False):  # orbax's ArrayHandler keeps its options private
+    handler = copy.copy(default)
+    handler._use_replica_parallel = False  # pylint: disable=protected-access
+    ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
+
+
 def manager(workdir: str, *, max_to_keep: int | None = None, keep_period: int | None = None,
             async_save: bool = True, read_only: bool = False) -> ocp.CheckpointManager:
   """A CheckpointManager over `W/checkpoints` with the contract's items (grain state as its own handler)."""
+  _save_replicas_whole_in_one_process()
   options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, keep_period=keep_period or None,
                                          enable_async_checkpointing=async_save, create=not read_only,
                                          read_only=read_only)

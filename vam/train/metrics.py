@@ -6,6 +6,7 @@ start-up with a large matmul: on CPU all forced host devices share one set of co
 one device's; on accelerators it is one device's times the device count.
 """
 
+import functools
 import json
 import os
 import time
@@ -57,8 +58,14 @@ def measure_peak_flops(size: int | None = None, dtype=None, min_seconds: float =
   off CPU, where every device is its own chip; forced host-platform CPU devices share the same cores).
 
   Best of at least `min_repeats` runs and `min_seconds` of timing: on a shared machine a single run can land
-  on a busy moment, and an underestimated peak would overstate MFU.
+  on a busy moment, and an underestimated peak would overstate MFU. Measured once per process and arguments
+  (~1-2 s each time; a process that trains several models, like the test suite, reuses it).
   """
+  return _measure_peak_flops(size, None if dtype is None else jnp.dtype(dtype).name, min_seconds, min_repeats)
+
+
+@functools.lru_cache(maxsize=None)
+def _measure_peak_flops(size: int | None, dtype: str | None, min_seconds: float, min_repeats: int) -> float:
   device = jax.local_devices()[0]
   on_cpu = device.platform == "cpu"
   size = size or (2048 if on_cpu else 8192)

@@ -400,6 +400,13 @@ def compiler_options(config) -> dict | None:
   return {k: str(v) for k, v in options.items()}
 
 
+def one_off_compiler_options() -> dict | None:
+  """XLA options for programs that run once per process (the parameter init): on CPU, XLA's lowest backend
+  optimisation level halves their compile (the tiny baseline's init: ~10 -> ~5 s; most of it is the random
+  initialisers), and their run time does not matter. None elsewhere (not measured there)."""
+  return {"xla_backend_optimization_level": "0"} if jax.default_backend() == "cpu" else None
+
+
 def build_program(config, space, image_size: int, example_window: dict, mesh) -> Program:
   make_model = registry.factory(config, space.dim, len(space.embodiments), image_size)
   binder = registry.Binder(make_model)
@@ -424,7 +431,8 @@ def build_program(config, space, image_size: int, example_window: dict, mesh) ->
                  donate_argnums=(0, 1))
   with jax.set_mesh(mesh):  # the mesh that activation constraints inside the model refer to
     compiled = step.lower(abstract_state, abstract_ema, abstract_batch).compile(compiler_options(config))
-  return Program(init=jax.jit(init, out_shardings=(state_sh, ema_sh)), step=compiled, step_fn=step_fn,
+  return Program(init=jax.jit(init, out_shardings=(state_sh, ema_sh), compiler_options=one_off_compiler_options()),
+                 step=compiled, step_fn=step_fn,
                  abstract_state=abstract_state, abstract_ema=abstract_ema, state_shardings=state_sh,
                  ema_shardings=ema_sh, data_sharding=data_sharding, abstract_batch=abstract_batch,
                  # a scanned loop's body is costed once: scale by the micro-batches it runs (the optimizer
